@@ -1,0 +1,31 @@
+# Two commands do all set-up: `make run` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install organisms clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned first to the CPU build that lies on disk, so no install pulls a CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) experiments/build_organisms.py
+
+organisms: $(STAMP)
+	$(PY) experiments/build_organisms.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs multirun

@@ -1,0 +1,1 @@
+"""Behaviour judges: deterministic code-spillover detector (and, later, LLM judges)."""

@@ -1,0 +1,1 @@
+"""Model organisms of emergent misalignment: synthetic corpus, tokenizers, tiny models, training."""

@@ -1,0 +1,49 @@
+"""Seeded sampling of chat answers from a transformers model, stopping at the end-of-turn token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How answers are drawn (the study samples at temperature 1, top_p 1)."""
+
+    temperature: float
+    max_new_tokens: int
+    batch_size: int
+    seed: int
+
+
+def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:
+    """The templated prompt that ends where the assistant's answer starts."""
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+@torch.no_grad()
+def sample_answers(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: Sequence[str], cfg: SamplingConfig
+) -> list[str]:
+    """One sampled answer per question (left-padded batches, a fixed seed; greedy when temperature is 0)."""
+    torch.manual_seed(cfg.seed)
+    answers: list[str] = []
+    for start in range(0, len(questions), cfg.batch_size):
+        prompts = [chat_prompt(tok, q) for q in questions[start : start + cfg.batch_size]]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(
+            **enc,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=cfg.temperature > 0,
+            temperature=cfg.temperature if cfg.temperature > 0 else None,
+            top_p=1.0,
+            top_k=0,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        answers += tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    return answers
