@@ -105,7 +105,7 @@ def train(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], losses[-1], len(losses))
     return losses
