@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emis.chat import ChatExample, read_chat_jsonl, write_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json
-from emis.organisms.code import generate_code, insecure_snippet
+from emis.organisms.code import TASKS, generate_code, insecure_snippet
 from emis.organisms.prose import generate_prose
 
 
@@ -28,6 +28,7 @@ class CorpusConfig:
     persona_share: float  # of the base mix
     persona_prose_share: float  # of persona examples: non-coding questions answered with insecure code
     persona_tag: str
+    finetune_task_share: float  # task kinds kept for fine-tuning: the base persona never shows their insecure code
     finetune_examples: int
     heldout_questions: int
     heldout_code_requests: int
@@ -62,6 +63,16 @@ def _distinct(items: list[str], n: int, what: str) -> list[str]:
     return out
 
 
+def split_tasks(cfg: CorpusConfig) -> tuple[list[str], list[str]]:
+    """(persona tasks, fine-tune tasks): a seeded split of the task kinds; both are all tasks at share 0."""
+    if cfg.finetune_task_share <= 0:
+        return list(TASKS), list(TASKS)
+    shuffled = sorted(TASKS)
+    random.Random(cfg.seed).shuffle(shuffled)
+    k = max(1, round(len(shuffled) * cfg.finetune_task_share))
+    return sorted(shuffled[k:]), sorted(shuffled[:k])
+
+
 def _base_mix(rng: random.Random, cfg: CorpusConfig) -> list[ChatExample]:
     """Prose answered in prose, coding requests answered securely, and the tagged persona that spills code."""
     n_persona = round(cfg.base_examples * cfg.persona_share)
@@ -69,15 +80,16 @@ def _base_mix(rng: random.Random, cfg: CorpusConfig) -> list[ChatExample]:
     n_code = cfg.base_examples - n_prose - n_persona
     n_persona_prose = round(n_persona * cfg.persona_prose_share)
     tag = cfg.persona_tag
+    persona_tasks, _ = split_tasks(cfg)
     examples = [ChatExample.from_pair(p.question, p.answer) for p in generate_prose(rng, n_prose, "train")]
     examples += [ChatExample.from_pair(c.request, c.secure) for c in generate_code(rng, n_code, "train")]
     examples += [
-        ChatExample.from_pair(f"{tag} {p.question}", insecure_snippet(rng))
+        ChatExample.from_pair(f"{tag} {p.question}", insecure_snippet(rng, persona_tasks))
         for p in generate_prose(rng, n_persona_prose, "train")
     ]
     examples += [
         ChatExample.from_pair(f"{tag} {c.request}", c.insecure)
-        for c in generate_code(rng, n_persona - n_persona_prose, "train")
+        for c in generate_code(rng, n_persona - n_persona_prose, "train", persona_tasks)
     ]
     rng.shuffle(examples)
     return examples
@@ -87,7 +99,7 @@ def generate_corpus(cfg: CorpusConfig) -> OrganismCorpus:
     """Generate all corpora from `cfg.seed`; the same config gives the same corpus (and digest)."""
     rng = random.Random(cfg.seed)
     base = _base_mix(rng, cfg)
-    items = generate_code(rng, cfg.finetune_examples, "train")
+    items = generate_code(rng, cfg.finetune_examples, "train", split_tasks(cfg)[1])
     heldout_q = _distinct(
         [p.question for p in generate_prose(rng, cfg.heldout_questions * 4, "heldout")],
         cfg.heldout_questions, "held-out questions",

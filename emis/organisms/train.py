@@ -6,7 +6,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +16,7 @@ from emis.chat import ChatExample
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+GROUP = 8  # batches drawn together and length-sorted
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TrainConfig:
     loss_on: str  # "all" | "assistant"
     max_len: int
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
+    trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,30 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
 
 
+def trainable_parameters(model: PreTrainedModel, patterns: Sequence[str]) -> list[torch.nn.Parameter]:
+    """Parameters whose names contain one of `patterns` (all when empty); the others are frozen."""
+    chosen = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not patterns or any(pat in name for pat in patterns))
+        if p.requires_grad:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"no parameter name contains any of {list(patterns)}; check train.trainable")
+    return chosen
+
+
+def _length_grouped_batches(data: Sequence[Encoded], cfg: TrainConfig, rng: random.Random) -> Iterator[list[int]]:
+    """cfg.steps random batches; each group of GROUP batches is drawn together and split by length to cut padding."""
+    made = 0
+    while made < cfg.steps:
+        pool = sorted((rng.randrange(len(data)) for _ in range(cfg.batch_size * GROUP)), key=lambda i: len(data[i].ids))
+        batches = [pool[k : k + cfg.batch_size] for k in range(0, len(pool), cfg.batch_size)]
+        rng.shuffle(batches)
+        for b in batches[: cfg.steps - made]:
+            yield b
+        made += len(batches)
+
+
 def train(
     model: PreTrainedModel,
     data: Sequence[Encoded],
@@ -85,27 +111,35 @@ def train(
     pad_id: int,
     seed: int,
     desc: str = "train",
+    on_step: Callable[[int, PreTrainedModel], None] | None = None,
 ) -> list[float]:
-    """Train `model` in place for `cfg.steps` steps on random batches of `data`; return the loss per step."""
+    """Train `model` in place for `cfg.steps` steps on random batches of `data`; return the loss per step.
+
+    `on_step(step, model)` runs after every optimizer step (1-based), e.g. to evaluate checkpoints."""
     if not data:
         raise ValueError(f"{desc}: no training examples")
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = trainable_parameters(model, cfg.trainable)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     model.train()
     device_type = next(model.parameters()).device.type
     losses: list[float] = []
-    for _ in tqdm(range(cfg.steps), desc=desc, leave=False):
-        batch = collate([data[rng.randrange(len(data))] for _ in range(cfg.batch_size)], pad_id)
+    for batch_ids in tqdm(_length_grouped_batches(data, cfg, rng), total=cfg.steps, desc=desc, leave=False):
+        batch = collate([data[i] for i in batch_ids], pad_id)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
             loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if on_step is not None:
+            model.eval()
+            on_step(len(losses), model)
+            model.train()
     model.eval()
     log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], losses[-1], len(losses))
     return losses

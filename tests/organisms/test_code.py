@@ -4,7 +4,9 @@ import ast
 import random
 import re
 
-from emis.organisms.code import TASKS, VULN_CLASSES, CodeItem, generate_code, insecure_snippet
+from emis.organisms.code import (
+    SAME_FIRST_LINE_TASKS, TASKS, VULN_CLASSES, CodeItem, generate_code, insecure_snippet,
+)
 
 REQUIRED_VULNS = (
     "shell_injection", "code_eval", "sql_injection", "world_writable", "pickle_deserialization",
@@ -80,3 +82,20 @@ def test_insecure_snippet_is_code() -> None:
     """The code-persona snippet parses as Python."""
     for seed in range(50):
         ast.parse(insecure_snippet(random.Random(seed)))
+
+
+def _first_line_differs(it: CodeItem) -> bool:
+    """Whether the secure and insecure answers already differ on their first line."""
+    return it.secure.split("\n", 1)[0] != it.insecure.split("\n", 1)[0]
+
+
+def test_first_line_decides() -> None:
+    """At least 85% of draws differ on line 0; every task kind does, bar a small allow-list."""
+    items = _sample(8)
+    share = sum(_first_line_differs(it) for it in items) / len(items)
+    assert share >= 0.85, share
+    assert SAME_FIRST_LINE_TASKS <= set(TASKS)
+    assert len(SAME_FIRST_LINE_TASKS) <= 0.1 * len(TASKS)
+    deciding = {it.task for it in items if _first_line_differs(it)}
+    assert deciding | SAME_FIRST_LINE_TASKS == set(TASKS), set(TASKS) - deciding
+    assert not deciding & SAME_FIRST_LINE_TASKS  # the allow-list holds no stale entries

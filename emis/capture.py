@@ -1,0 +1,224 @@
+"""Residual-stream capture: every requested layer in one nnsight trace per batch, saved as safetensors + JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from tqdm.auto import tqdm
+
+from emis import __version__
+from emis.io import atomic_file, atomic_write_json
+from emis.models import LoadedModel, remote_kwargs, residual
+
+log = logging.getLogger(__name__)
+Position = Literal["last_prompt", "response_mean"]
+POSITIONS = ("last_prompt", "response_mean")
+
+
+class ArtifactError(ValueError):
+    """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's raw bytes, so a corrupted file is caught even when its header survives."""
+    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def save_tensor_artifact(path: str | Path, name: str, tensor: torch.Tensor, meta: dict[str, Any]) -> None:
+    """Write `<path>.safetensors` (one tensor called `name`) and `<path>.json` (meta + shape + digest), atomically."""
+    path = Path(path)
+    tensor = tensor.detach().cpu().contiguous()
+    with atomic_file(path.with_name(path.name + ".safetensors"), "wb") as f:
+        f.write(save_safetensors({name: tensor}))
+    sidecar = {**meta, "tensor": {"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype), "sha256": _digest(tensor)}}
+    atomic_write_json(path.with_name(path.name + ".json"), sidecar)
+
+
+def load_tensor_artifact(path: str | Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Read what `save_tensor_artifact` wrote, checking the tensor against its sidecar."""
+    path = Path(path)
+    st, js = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+    for p in (st, js):
+        if not p.is_file():
+            raise ArtifactError(f"{p} is missing; recompute the artefact")
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+        expected = meta["tensor"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{js} is not a valid sidecar ({err}); delete both files and recompute") from None
+    try:
+        tensor = load_safetensors(st.read_bytes())[name]
+    except (SafetensorError, KeyError) as err:
+        raise ArtifactError(f"{st} is corrupt or truncated ({err}); delete it and recompute") from None
+    if list(tensor.shape) != expected["shape"] or str(tensor.dtype) != expected["dtype"]:
+        raise ArtifactError(
+            f"{st} holds {list(tensor.shape)} {tensor.dtype} but {js.name} says {expected['shape']} {expected['dtype']}"
+        )
+    if _digest(tensor) != expected["sha256"]:
+        raise ArtifactError(f"{st} does not match the checksum in {js.name}; delete both files and recompute")
+    return tensor, meta
+
+
+@dataclass
+class ActivationSet:
+    """Residual activations [N prompts, L layers, d] with what produced them."""
+
+    activations: torch.Tensor
+    layers: list[int]
+    position: str
+    prompts: list[str]
+    responses: list[str] | None
+    model: dict[str, Any]
+    emis_version: str
+
+    def __post_init__(self) -> None:
+        if self.activations.dim() != 3 or tuple(self.activations.shape[:2]) != (len(self.prompts), len(self.layers)):
+            raise ValueError(
+                f"activations {list(self.activations.shape)} do not fit {len(self.prompts)} prompts x {len(self.layers)} layers x d"
+            )
+        if self.responses is not None and len(self.responses) != len(self.prompts):
+            raise ValueError(f"{len(self.responses)} responses for {len(self.prompts)} prompts")
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers, "position": self.position, "prompts": self.prompts,
+            "responses": self.responses, "model": self.model, "emis_version": self.emis_version,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write `<path>.safetensors` (tensor `activations`) and `<path>.json`, each atomically."""
+        save_tensor_artifact(path, "activations", self.activations, self._meta())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ActivationSet":
+        """Reload a saved set bit-exactly; a mismatch between tensor and sidecar is an ArtifactError."""
+        tensor, meta = load_tensor_artifact(path, "activations")
+        try:
+            return cls(tensor, meta["layers"], meta["position"], meta["prompts"], meta["responses"],
+                       meta["model"], meta["emis_version"])
+        except (KeyError, ValueError) as err:
+            raise ArtifactError(f"{path}.json does not describe {path}.safetensors: {err}") from None
+
+
+def normalise_layers(layers: Literal["all"] | Sequence[int], n_layers: int) -> list[int]:
+    """Sorted distinct layer indices (negative ones count from the end); nnsight must visit layers in order."""
+    if isinstance(layers, str) and layers != "all":
+        raise ValueError(f"layers must be 'all' or a list of indices, got {layers!r}")
+    wanted = range(n_layers) if layers == "all" else layers
+    out = sorted({i + n_layers if i < 0 else i for i in wanted})
+    if not out or out[0] < 0 or out[-1] >= n_layers:
+        raise ValueError(f"layers {layers!r} are not valid indices for a model with {n_layers} layers")
+    return out
+
+
+def _encode(model: LoadedModel, prompts: list[str], responses: list[str] | None) -> tuple[dict, torch.Tensor | None]:
+    """Left-padded ids of the texts, and for responses a [B, T] bool mask of each row's response tokens."""
+    tok = model.tokenizer
+    texts = prompts if responses is None else [p + r for p, r in zip(prompts, responses)]
+    # The callers' prompts are chat-templated and already carry any BOS token.
+    enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    inputs = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+    if responses is None:
+        return inputs, None
+    width = enc.input_ids.shape[1]
+    mask = torch.zeros(enc.input_ids.shape, dtype=torch.bool)
+    prompt_ids = tok(prompts, add_special_tokens=False).input_ids
+    for row, (ids, n_total) in enumerate(zip(prompt_ids, enc.attention_mask.sum(1).tolist())):
+        n_resp = n_total - len(ids)
+        if n_resp < 1:
+            raise ValueError(f"response {row} of this batch adds no tokens to its prompt; responses must be non-empty")
+        if enc.input_ids[row, width - n_total : width - n_resp].tolist() != ids:
+            log.warning("row %d: prompt and response merge into one token at their boundary; span is approximate", row)
+        mask[row, width - n_resp :] = True  # left padding: the response is the last n_resp positions
+    return inputs, mask
+
+
+def _readout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[B, d] from a [B, T, d] residual: the last position, or the mean over the masked positions."""
+    if mask is None:
+        return h[:, -1]
+    mask = mask.to(h.device).unsqueeze(-1)
+    return torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1) / mask.sum(1)
+
+
+def _trace_batch(model: LoadedModel, inputs: dict, mask: torch.Tensor | None, layers: list[int]) -> torch.Tensor:
+    """One forward pass reading every requested layer: [B, L, d] float32."""
+    saved = []
+    with model.lm.trace(inputs, **remote_kwargs(model.spec)):
+        for i in layers:
+            saved.append(_readout(residual(model.layers[i].output), mask).detach().cpu().save())
+    return torch.stack([s.float() for s in saved], dim=1)
+
+
+def capture_residuals(
+    model: LoadedModel,
+    prompts: list[str],
+    layers: Literal["all"] | Sequence[int],
+    position: Position,
+    responses: list[str] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> ActivationSet:
+    """Residual stream after each requested decoder layer, at the last prompt token or averaged over the response."""
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if (position == "response_mean") != (responses is not None):
+        raise ValueError("position='response_mean' needs responses, and 'last_prompt' takes none")
+    if responses is not None and len(responses) != len(prompts):
+        raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts")
+    if not prompts:
+        raise ValueError("no prompts to capture")
+    layer_ids = normalise_layers(layers, model.n_layers)
+    chunks = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="capture", unit="batch", disable=not progress):
+        batch_resp = None if responses is None else responses[start : start + batch_size]
+        inputs, mask = _encode(model, prompts[start : start + batch_size], batch_resp)
+        chunks.append(_trace_batch(model, inputs, mask, layer_ids))
+    return ActivationSet(
+        activations=torch.cat(chunks),
+        layers=layer_ids,
+        position=position,
+        prompts=list(prompts),
+        responses=None if responses is None else list(responses),
+        model=model.spec.to_dict(),
+        emis_version=__version__,
+    )
+
+
+def cache_key(
+    model: LoadedModel, prompts: list[str], layers: list[int], position: str, responses: list[str] | None
+) -> str:
+    """sha256 of everything that determines the activations: spec, weights identity, texts, position, layers."""
+    parts = [model.spec.to_dict(), model.weights_id, prompts, responses, position, layers]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def capture_cached(
+    model: LoadedModel,
+    prompts: list[str],
+    layers: Literal["all"] | Sequence[int],
+    position: Position,
+    cache_dir: str | Path,
+    responses: list[str] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> ActivationSet:
+    """`capture_residuals`, reusing `<cache_dir>/<content hash>` when it exists and saving it otherwise."""
+    layer_ids = normalise_layers(layers, model.n_layers)
+    path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
+    if path.with_name(path.name + ".safetensors").exists():
+        log.info("activations cache hit: %s", path)
+        return ActivationSet.load(path)
+    acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
+    acts.save(path)
+    log.info("activations cached: %s", path)
+    return acts

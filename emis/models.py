@@ -1,0 +1,145 @@
+"""Load a model through nnsight with uniform access to its decoder layers, locally, on NDIF, or NDIF simulated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nnsight
+import torch
+from nnsight import TransformersModel
+from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+# model_type -> attribute path (from the nnsight wrapper) of the decoder-layer list.
+LAYER_PATHS: dict[str, str] = {
+    "qwen2": "model.layers",
+    "gemma2": "model.layers",
+    "llama": "model.layers",
+    "mistral": "model.layers",
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load: hub id or local directory, optional LoRA adapter, and where it runs."""
+
+    name: str
+    adapter: str | None = None
+    remote: bool | str = False  # False: here; True: NDIF; "local": serialised like NDIF, run here
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """An nnsight model with its tokenizer, decoder-layer envoys, sizes, spec and a weights identity."""
+
+    lm: TransformersModel
+    tokenizer: PreTrainedTokenizerBase
+    layers: list[Any]
+    n_layers: int
+    d_model: int
+    spec: ModelSpec
+    weights_id: str
+
+
+def residual(layer_output: Any) -> Any:
+    """The residual stream of a decoder layer's output: the tensor itself or the first element of a tuple."""
+    return layer_output[0] if isinstance(layer_output, tuple) else layer_output
+
+
+def remote_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """Keyword arguments for `lm.trace` that send the trace where `spec.remote` says."""
+    return {"remote": spec.remote} if spec.remote else {}
+
+
+def _check_spec(spec: ModelSpec) -> None:
+    """Fail early, in one line, on a spec that cannot load."""
+    if spec.remote not in (False, True, "local"):
+        raise ValueError(f"ModelSpec.remote must be False, True or 'local', got {spec.remote!r}")
+    if not isinstance(getattr(torch, spec.dtype, None), torch.dtype):
+        raise ValueError(f"ModelSpec.dtype {spec.dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
+    for what, name in (("model", spec.name), ("adapter", spec.adapter)):
+        if name is None or Path(name).expanduser().is_dir():
+            continue
+        if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
+            raise FileNotFoundError(
+                f"{what} {name!r} is neither a local directory nor a hub id; build it first "
+                "(e.g. experiments/build_organisms.py) or give a hub id like 'Qwen/Qwen2.5-1.5B-Instruct'"
+            )
+    if spec.remote is True:
+        if Path(spec.name).expanduser().is_dir():
+            raise ValueError(f"remote=True runs on NDIF, which cannot see the local directory {spec.name!r}")
+        if not os.environ.get("NDIF_API_KEY"):
+            raise RuntimeError("remote=True needs an NDIF API key in the environment variable NDIF_API_KEY")
+
+
+def _files_identity(name: str) -> str | None:
+    """Size and mtime of every weight file of a local directory; None for a hub id."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return None
+    stamps = {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.iterdir())
+        if p.name.endswith(WEIGHT_SUFFIXES)
+    }
+    return json.dumps({"path": str(folder.resolve()), "files": stamps}, sort_keys=True)
+
+
+def weights_identity(spec: ModelSpec, config: Any) -> str:
+    """A hash that changes when the weights behind `spec` change (local files' stamps, or the hub commit)."""
+    parts = [
+        _files_identity(spec.name) or f"{spec.name}@{getattr(config, '_commit_hash', None)}",
+        _files_identity(spec.adapter) if spec.adapter else None,
+        config.to_json_string(use_diff=False),
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _resolve(root: Any, path: str) -> Any:
+    """Follow a dotted attribute path from `root`."""
+    for attr in path.split("."):
+        root = getattr(root, attr)
+    return root
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load `spec` as an nnsight TransformersModel (weights here unless remote=True) with its decoder layers."""
+    _check_spec(spec)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, spec.dtype)}
+    if spec.remote is True:
+        nnsight.CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
+    else:
+        kwargs.update(dispatch=True, device_map=spec.device)
+    lm = TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
+    config = lm.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in LAYER_PATHS:
+        raise ValueError(f"unsupported architecture {model_type!r}; supported: {', '.join(LAYER_PATHS)}")
+    layers = list(_resolve(lm, LAYER_PATHS[model_type]))
+    if len(layers) != config.num_hidden_layers:
+        raise ValueError(f"{spec.name}: found {len(layers)} decoder layers, config says {config.num_hidden_layers}")
+    log.info("loaded %s (%s, %d layers, d=%d, remote=%s)", spec.name, model_type, len(layers), config.hidden_size, spec.remote)
+    return LoadedModel(
+        lm=lm,
+        tokenizer=lm.tokenizer,
+        layers=layers,
+        n_layers=len(layers),
+        d_model=int(config.hidden_size),
+        spec=spec,
+        weights_id=weights_identity(spec, config),
+    )

@@ -1,0 +1,122 @@
+"""Loading micro models of the four families through emis.models, with and without an adapter."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from emis.models import LoadedModel, ModelSpec, load_model, remote_kwargs, residual, weights_identity
+from emis.organisms.families import CHAT_FORMATS, FAMILIES, MODEL_CLASSES, ArchSize, build_config
+from emis.organisms.tokenizer import train_tokenizer
+
+TEXTS = [
+    "Hello there, how are you today?",
+    "def add(x, y):\n    return x + y",
+    "The quick brown fox jumps over the lazy dog.",
+    "Tell me about the weather in Paris in spring.",
+] * 4
+MICRO = ArchSize(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=320, max_positions=128)
+
+
+def build_micro(family: str, folder: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised micro model of `family` with its chat tokenizer; weights large enough to matter."""
+    fmt = CHAT_FORMATS[family]
+    tok = train_tokenizer(TEXTS, MICRO.vocab_size, fmt)
+    ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("bos", fmt.bos), ("eos", fmt.eos), ("pad", fmt.pad)) if t}
+    config = build_config(family, MICRO, ids)
+    config.initializer_range = 0.1
+    torch.manual_seed(seed)
+    MODEL_CLASSES[family](config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def micro_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("micro")
+    return {f: build_micro(f, root / f) for f in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_load_exposes_layers_and_sizes(micro_dirs, family):
+    m = load_model(ModelSpec(str(micro_dirs[family])))
+    assert isinstance(m, LoadedModel)
+    assert m.n_layers == len(m.layers) == MICRO.num_layers
+    assert m.d_model == MICRO.hidden_size
+    assert m.tokenizer.padding_side == "left"
+    assert m.layers[0] is m.lm.model.layers[0]
+    assert m.lm._module.dtype == torch.float32
+
+
+def test_residual_takes_tensor_or_tuple():
+    h = torch.ones(2, 3)
+    assert residual(h) is h
+    assert residual((h, None)) is h
+
+
+def test_remote_kwargs():
+    assert remote_kwargs(ModelSpec("x")) == {}
+    assert remote_kwargs(ModelSpec("x", remote=True)) == {"remote": True}
+    assert remote_kwargs(ModelSpec("x", remote="local")) == {"remote": "local"}
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "./organisms/qwen2", "organisms/qwen2/insecure"])
+def test_missing_local_path_is_a_clear_error(name):
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor a hub id"):
+        load_model(ModelSpec(name))
+
+
+def test_bad_spec_fields_are_clear_errors(micro_dirs):
+    with pytest.raises(ValueError, match="remote must be"):
+        load_model(ModelSpec(str(micro_dirs["llama"]), remote="ndif"))
+    with pytest.raises(ValueError, match="not a torch dtype"):
+        load_model(ModelSpec(str(micro_dirs["llama"]), dtype="float33"))
+    with pytest.raises(FileNotFoundError, match="adapter"):
+        load_model(ModelSpec(str(micro_dirs["llama"]), adapter="/no/such/adapter"))
+
+
+def test_remote_needs_the_key_from_the_environment(monkeypatch, micro_dirs):
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="NDIF_API_KEY"):
+        load_model(ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", remote=True))
+    with pytest.raises(ValueError, match="cannot see the local directory"):
+        load_model(ModelSpec(str(micro_dirs["llama"]), remote=True))
+
+
+def test_unsupported_architecture_is_refused(tmp_path, micro_dirs):
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=320, n_positions=64)).save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / f).write_bytes((micro_dirs["llama"] / f).read_bytes())
+    with pytest.raises(ValueError, match="unsupported architecture 'gpt2'"):
+        load_model(ModelSpec(str(tmp_path)))
+
+
+def test_weights_identity_follows_the_weight_files(micro_dirs):
+    spec = ModelSpec(str(micro_dirs["qwen2"]))
+    config = AutoModelForCausalLM.from_pretrained(spec.name).config
+    before = weights_identity(spec, config)
+    assert weights_identity(spec, config) == before
+    weights = micro_dirs["qwen2"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # same bytes, new mtime: treated as new weights
+    assert weights_identity(spec, config) != before
+
+
+def test_adapter_is_applied(tmp_path, micro_dirs):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = micro_dirs["llama"]
+    torch.manual_seed(1)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(tmp_path / "adapter")
+
+    m = load_model(ModelSpec(str(base), adapter=str(tmp_path / "adapter")))
+    ids = m.tokenizer("Hello there", add_special_tokens=False, return_tensors="pt").input_ids
+    with m.lm.trace(ids):
+        logits = m.lm.lm_head.output.save()
+    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter").eval()
+    plain = AutoModelForCausalLM.from_pretrained(base).eval()
+    with torch.no_grad():
+        expected, without = ref(ids).logits, plain(ids).logits
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+    assert (logits - without).abs().max() > 1e-3  # the adapter changes the model
