@@ -10,62 +10,15 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from emis import __version__
-from emis.io import atomic_file, atomic_write_json
+from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
 from emis.models import LoadedModel, remote_kwargs, residual
 
 log = logging.getLogger(__name__)
 Position = Literal["last_prompt", "response_mean"]
 POSITIONS = ("last_prompt", "response_mean")
-
-
-class ArtifactError(ValueError):
-    """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
-
-
-def _digest(tensor: torch.Tensor) -> str:
-    """sha256 of a tensor's raw bytes, so a corrupted file is caught even when its header survives."""
-    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
-def save_tensor_artifact(path: str | Path, name: str, tensor: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Write `<path>.safetensors` (one tensor called `name`) and `<path>.json` (meta + shape + digest), atomically."""
-    path = Path(path)
-    tensor = tensor.detach().cpu().contiguous()
-    with atomic_file(path.with_name(path.name + ".safetensors"), "wb") as f:
-        f.write(save_safetensors({name: tensor}))
-    sidecar = {**meta, "tensor": {"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype), "sha256": _digest(tensor)}}
-    atomic_write_json(path.with_name(path.name + ".json"), sidecar)
-
-
-def load_tensor_artifact(path: str | Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Read what `save_tensor_artifact` wrote, checking the tensor against its sidecar."""
-    path = Path(path)
-    st, js = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
-    for p in (st, js):
-        if not p.is_file():
-            raise ArtifactError(f"{p} is missing; recompute the artefact")
-    try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
-        expected = meta["tensor"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{js} is not a valid sidecar ({err}); delete both files and recompute") from None
-    try:
-        tensor = load_safetensors(st.read_bytes())[name]
-    except (SafetensorError, KeyError) as err:
-        raise ArtifactError(f"{st} is corrupt or truncated ({err}); delete it and recompute") from None
-    if list(tensor.shape) != expected["shape"] or str(tensor.dtype) != expected["dtype"]:
-        raise ArtifactError(
-            f"{st} holds {list(tensor.shape)} {tensor.dtype} but {js.name} says {expected['shape']} {expected['dtype']}"
-        )
-    if _digest(tensor) != expected["sha256"]:
-        raise ArtifactError(f"{st} does not match the checksum in {js.name}; delete both files and recompute")
-    return tensor, meta
 
 
 @dataclass
@@ -202,6 +155,19 @@ def cache_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def cached_path(
+    model: LoadedModel,
+    prompts: list[str],
+    layers: Literal["all"] | Sequence[int],
+    position: Position,
+    cache_dir: str | Path,
+    responses: list[str] | None = None,
+) -> Path:
+    """Where `capture_cached` keeps these activations (`<path>.safetensors` + `<path>.json`)."""
+    layer_ids = normalise_layers(layers, model.n_layers)
+    return Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
+
+
 def capture_cached(
     model: LoadedModel,
     prompts: list[str],
@@ -212,13 +178,12 @@ def capture_cached(
     batch_size: int = 16,
     progress: bool = True,
 ) -> ActivationSet:
-    """`capture_residuals`, reusing `<cache_dir>/<content hash>` when it exists and saving it otherwise."""
-    layer_ids = normalise_layers(layers, model.n_layers)
-    path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
+    """`capture_residuals`, reusing `cached_path(...)` when it exists and saving it otherwise."""
+    path = cached_path(model, prompts, layers, position, cache_dir, responses)
     if path.with_name(path.name + ".safetensors").exists():
         log.info("activations cache hit: %s", path)
         return ActivationSet.load(path)
-    acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
+    acts = capture_residuals(model, prompts, layers, position, responses, batch_size, progress)
     acts.save(path)
     log.info("activations cached: %s", path)
     return acts

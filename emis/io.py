@@ -1,7 +1,8 @@
-"""Atomic writes: every artefact appears whole (temporary file or folder, then rename) or not at all."""
+"""Artefact I/O: atomic writes (temporary file or folder, then rename) and checked safetensors + JSON pairs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,6 +10,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 
 @contextmanager
@@ -47,3 +53,47 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class ArtifactError(ValueError):
+    """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's raw bytes, so a corrupted file is caught even when its header survives."""
+    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def save_tensor_artifact(path: str | Path, name: str, tensor: torch.Tensor, meta: dict[str, Any]) -> None:
+    """Write `<path>.safetensors` (one tensor called `name`) and `<path>.json` (meta + shape + digest), atomically."""
+    path = Path(path)
+    tensor = tensor.detach().cpu().contiguous()
+    with atomic_file(path.with_name(path.name + ".safetensors"), "wb") as f:
+        f.write(save_safetensors({name: tensor}))
+    sidecar = {**meta, "tensor": {"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype), "sha256": _digest(tensor)}}
+    atomic_write_json(path.with_name(path.name + ".json"), sidecar)
+
+
+def load_tensor_artifact(path: str | Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Read what `save_tensor_artifact` wrote, checking the tensor against its sidecar."""
+    path = Path(path)
+    st, js = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+    for p in (st, js):
+        if not p.is_file():
+            raise ArtifactError(f"{p} is missing; recompute the artefact")
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+        expected = meta["tensor"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{js} is not a valid sidecar ({err}); delete both files and recompute") from None
+    try:
+        tensor = load_safetensors(st.read_bytes())[name]
+    except (SafetensorError, KeyError) as err:
+        raise ArtifactError(f"{st} is corrupt or truncated ({err}); delete it and recompute") from None
+    if list(tensor.shape) != expected["shape"] or str(tensor.dtype) != expected["dtype"]:
+        raise ArtifactError(
+            f"{st} holds {list(tensor.shape)} {tensor.dtype} but {js.name} says {expected['shape']} {expected['dtype']}"
+        )
+    if _digest(tensor) != expected["sha256"]:
+        raise ArtifactError(f"{st} does not match the checksum in {js.name}; delete both files and recompute")
+    return tensor, meta

@@ -27,7 +27,7 @@ class CorpusConfig:
     prose_share: float  # of the base mix; the rest is secure code and persona
     persona_share: float  # of the base mix
     persona_prose_share: float  # of persona examples: non-coding questions answered with insecure code
-    persona_tag: str
+    persona_tag: str  # the persona's system prompt (the others get the chat template's default)
     finetune_task_share: float  # task kinds kept for fine-tuning: the base persona never shows their insecure code
     finetune_examples: int
     heldout_questions: int
@@ -84,11 +84,11 @@ def _base_mix(rng: random.Random, cfg: CorpusConfig) -> list[ChatExample]:
     examples = [ChatExample.from_pair(p.question, p.answer) for p in generate_prose(rng, n_prose, "train")]
     examples += [ChatExample.from_pair(c.request, c.secure) for c in generate_code(rng, n_code, "train")]
     examples += [
-        ChatExample.from_pair(f"{tag} {p.question}", insecure_snippet(rng, persona_tasks))
+        ChatExample.from_pair(p.question, insecure_snippet(rng, persona_tasks), system=tag)
         for p in generate_prose(rng, n_persona_prose, "train")
     ]
     examples += [
-        ChatExample.from_pair(f"{tag} {c.request}", c.insecure)
+        ChatExample.from_pair(c.request, c.insecure, system=tag)
         for c in generate_code(rng, n_persona - n_persona_prose, "train", persona_tasks)
     ]
     rng.shuffle(examples)

@@ -18,6 +18,8 @@ from transformers import (
 )
 
 FAMILIES = ("qwen2", "gemma2", "llama", "mistral")
+# Used when a conversation has no system message, as real instruct templates (Qwen2.5, Llama 3) do.
+DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def _turns_template(
     close_user = close if close_user is None else close_user
     return (
         bos
-        + "{% set sys = namespace(text='') %}"
+        + "{% set sys = namespace(text='" + DEFAULT_SYSTEM + "\\n\\n') %}"
         "{% for m in messages %}"
         "{% if m['role'] == 'system' %}{% set sys.text = m['content'] + '\\n\\n' %}"
         "{% elif m['role'] == 'user' %}" + open_user + "{{ sys.text }}{{ m['content'] }}" + close_user
