@@ -6,42 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from nnsight import TransformersModel
 
 from emis.organisms.build import build_all
 from emis.organisms.families import FAMILIES
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-MICRO = [
-    "organisms.corpus.base_examples=600",
-    "organisms.corpus.finetune_examples=60",
-    "organisms.corpus.heldout_questions=12",
-    "organisms.corpus.heldout_code_requests=6",
-    "organisms.train.base.steps=40",
-    "organisms.train.base.batch_size=8",
-    "organisms.train.base.warmup_steps=2",
-    "organisms.train.base.lr=0.01",
-    "organisms.train.finetune.steps=3",
-    "organisms.train.finetune.batch_size=4",
-    "organisms.eval.ood_samples=1",
-    "organisms.eval.sampling.max_new_tokens=8",
-] + [
-    f"organisms.families.{f}.size={{hidden_size:32,num_layers:2,num_heads:2,num_kv_heads:1,"
-    f"intermediate_size:64,vocab_size:{384 + 32 * i},max_positions:256}}"
-    for i, f in enumerate(FAMILIES)
-]
-
-
 @pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    """Build all four micro families once; return (config, root, metrics)."""
-    root = tmp_path_factory.mktemp("organisms")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("build_organisms", overrides=MICRO + [f"paths.organisms={root}", "paths.root=."])
-    cfg.organisms.eval.ood_question_files = [str(Path(__file__).parents[1] / "data" / "everyday_questions.txt")]
-    cfg.organisms.eval.ood_plain_yaml = str(Path(__file__).parents[3] / "shared/data/em/first_plot_questions.yaml")
-    return cfg, root, build_all(cfg.organisms, root)
+def micro(micro_organisms):
+    return micro_organisms
 
 
 def test_metrics_have_the_public_fields(micro):
