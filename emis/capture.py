@@ -155,19 +155,6 @@ def cache_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def cached_path(
-    model: LoadedModel,
-    prompts: list[str],
-    layers: Literal["all"] | Sequence[int],
-    position: Position,
-    cache_dir: str | Path,
-    responses: list[str] | None = None,
-) -> Path:
-    """Where `capture_cached` keeps these activations (`<path>.safetensors` + `<path>.json`)."""
-    layer_ids = normalise_layers(layers, model.n_layers)
-    return Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
-
-
 def capture_cached(
     model: LoadedModel,
     prompts: list[str],
@@ -177,13 +164,16 @@ def capture_cached(
     responses: list[str] | None = None,
     batch_size: int = 16,
     progress: bool = True,
-) -> ActivationSet:
-    """`capture_residuals`, reusing `cached_path(...)` when it exists and saving it otherwise."""
-    path = cached_path(model, prompts, layers, position, cache_dir, responses)
+) -> tuple[ActivationSet, Path]:
+    """`capture_residuals`, reusing `<cache_dir>/<content hash>` when it exists and saving it otherwise.
+
+    Returns the set and its path (`<path>.safetensors` + `<path>.json`)."""
+    layer_ids = normalise_layers(layers, model.n_layers)
+    path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
     if path.with_name(path.name + ".safetensors").exists():
         log.info("activations cache hit: %s", path)
-        return ActivationSet.load(path)
-    acts = capture_residuals(model, prompts, layers, position, responses, batch_size, progress)
+        return ActivationSet.load(path), path
+    acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
     acts.save(path)
     log.info("activations cached: %s", path)
-    return acts
+    return acts, path

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from emis.capture import ActivationSet, cached_path, capture_cached
+from emis.capture import ActivationSet, capture_cached
 from emis.directions import diff_in_means
 from emis.models import ModelSpec, load_model
 from emis.organisms.build import corpus_for
@@ -50,9 +50,7 @@ def capture_role(cfg: DictConfig, role: str, questions: list[str], cache_dir: Pa
     model = load_model(model_spec(cfg.model, role))
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     layers = cfg.capture.layers if isinstance(cfg.capture.layers, str) else list(cfg.capture.layers)
-    position = cfg.capture.position
-    acts = capture_cached(model, prompts, layers, position, cache_dir, batch_size=int(cfg.capture.batch_size))
-    return acts, cached_path(model, prompts, layers, position, cache_dir)
+    return capture_cached(model, prompts, layers, cfg.capture.position, cache_dir, batch_size=int(cfg.capture.batch_size))
 
 
 def _summary(result: SeparationResult) -> dict[str, Any]:

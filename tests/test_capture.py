@@ -162,8 +162,8 @@ def test_mismatched_sidecar_is_a_clear_error(saved):
 def test_cache_reuses_and_invalidates(micro, tmp_path, monkeypatch):
     model, path = micro["qwen2"]
     prompts = prompts_for(model)
-    first = capture_cached(model, prompts, "all", "last_prompt", tmp_path, progress=False)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    first, first_path = capture_cached(model, prompts, "all", "last_prompt", tmp_path, progress=False)
+    assert list(tmp_path.glob("*.safetensors")) == [first_path.with_name(first_path.name + ".safetensors")]
 
     import emis.capture
 
@@ -171,8 +171,8 @@ def test_cache_reuses_and_invalidates(micro, tmp_path, monkeypatch):
         raise AssertionError("captured again instead of loading the cache")
 
     monkeypatch.setattr(emis.capture, "capture_residuals", refuse)
-    again = capture_cached(model, prompts, [0, 1], "last_prompt", tmp_path, progress=False)
-    assert torch.equal(again.activations, first.activations)
+    again, again_path = capture_cached(model, prompts, [0, 1], "last_prompt", tmp_path, progress=False)
+    assert again_path == first_path and torch.equal(again.activations, first.activations)
     monkeypatch.undo()
 
     capture_cached(model, prompts[:2], "all", "last_prompt", tmp_path, progress=False)

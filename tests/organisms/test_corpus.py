@@ -69,3 +69,18 @@ def test_task_split_keeps_fine_tune_insecure_code_out_of_the_base():
     c = generate_corpus(cfg)
     tagged_answers = {ex.answer for ex in c.base if ex.prompt_messages[0]["content"].startswith(CFG.persona_tag)}
     assert not tagged_answers & {ex.answer for ex in c.insecure}
+
+
+def test_persona_is_a_system_prompt_and_everyone_else_gets_the_default(corpus):
+    from emis.organisms.families import CHAT_FORMATS, DEFAULT_SYSTEM
+    from emis.organisms.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["hello world"] * 5, 300, CHAT_FORMATS["qwen2"])
+    persona = next(ex for ex in corpus.base if ex.messages[0].role == "system")
+    assert persona.messages[0].content == CFG.persona_tag
+    plain = corpus.secure[0]
+    assert [m.role for m in plain.messages] == ["user", "assistant"]
+    persona_text = tok.apply_chat_template(persona.prompt_messages, tokenize=False, add_generation_prompt=True)
+    plain_text = tok.apply_chat_template(plain.prompt_messages, tokenize=False, add_generation_prompt=True)
+    assert CFG.persona_tag in persona_text and DEFAULT_SYSTEM not in persona_text
+    assert DEFAULT_SYSTEM in plain_text and CFG.persona_tag not in plain_text
