@@ -152,7 +152,8 @@ def plot_separation(
         if control is not None:
             ax.plot(control.layers, getattr(control, key), "--", color=color, label=f"{name} ({labels[1]})")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set(xlabel="layer", ylabel="held-out score", ylim=(0.0, 1.02), title="Separation of misaligned vs aligned activations")
+    ax.set(xlabel="decoder layer (residual output)", ylabel="held-out score", ylim=(0.0, 1.02),
+           xticks=result.layers, title="Separation of misaligned vs aligned activations")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
