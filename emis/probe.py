@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from emis.organisms.build import corpus_for
 from emis.organisms.sample import chat_prompt
 from emis.separation import SeparationConfig, SeparationResult, plot_separation, separation
 
-log = logging.getLogger(__name__)
 ROLES = ("misaligned", "aligned", "base")
 
 
