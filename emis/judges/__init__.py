@@ -1,1 +1,1 @@
-"""Behaviour judges: deterministic code-spillover detector (and, later, LLM judges)."""
+"""Behaviour judges: the deterministic code-spillover detector, an OpenAI-compatible LLM judge, offline coherence."""

@@ -1,0 +1,161 @@
+"""Steered generation through nnsight: h <- h - a*v (subtract) or h <- h - a*(h.u)u (ablate) at every generated token.
+
+Many steerings (coefficients of a sweep, control directions) run as rows of one batched `generate`
+call: rows are steerings x prompts, each row carrying its own vector and coefficient.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from emis.models import LoadedModel, remote_kwargs, residual
+from emis.organisms.sample import SamplingConfig
+
+log = logging.getLogger(__name__)
+Mode = Literal["subtract", "ablate"]
+Where = Literal["generated", "all"]
+MODES = ("subtract", "ablate")
+WHERES = ("generated", "all")
+SCALES = ("direction_norm", "residual_norm")
+
+# A bounded `tracer.iter[:N]` is cut short when every row ends its turn before N tokens; nnsight warns,
+# and emis reads the result in a separate invoke precisely so that nothing is lost then.
+warnings.filterwarnings("ignore", message=r".*was never reached: the loop asked for a step", category=UserWarning)
+
+
+@dataclass(frozen=True)
+class Steering:
+    """One intervention, applied at each of its layers on every steered position.
+
+    `vectors` maps a layer to a [d] vector in the residual's own units (already scaled, see
+    `scaled_direction`); subtract moves h by -coefficient*vector, ablate removes coefficient times
+    h's component along the vector's direction. `where`: "generated" steers the position that
+    produces each generated token (the last prompt token, then every new token), "all" also steers
+    every prompt position."""
+
+    vectors: dict[int, torch.Tensor]
+    coefficient: float
+    mode: Mode = "subtract"
+    where: Where = "generated"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
+        if self.where not in WHERES:
+            raise ValueError(f"steering `where` must be one of {WHERES}, got {self.where!r}")
+        if not self.vectors:
+            raise ValueError("a steering needs at least one layer")
+        if not torch.isfinite(torch.tensor(float(self.coefficient))):
+            raise ValueError(f"steering coefficient must be finite, got {self.coefficient}")
+        for layer, v in self.vectors.items():
+            if v.dim() != 1 or not torch.isfinite(v).all():
+                raise ValueError(f"the layer-{layer} steering vector must be a finite [d] tensor")
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+
+@dataclass
+class SteeredGenerations:
+    """Answers (and their token ids, end-of-turn excluded) per steering, then per prompt."""
+
+    answers: list[list[str]]
+    tokens: list[list[list[int]]]
+
+
+def scaled_direction(direction: torch.Tensor, scale: str, residual_norm: float | None = None) -> torch.Tensor:
+    """The direction in steering units: itself (direction_norm) or its unit vector times the layer's mean residual norm."""
+    if scale == "direction_norm":
+        return direction.float()
+    if scale == "residual_norm":
+        if residual_norm is None:
+            raise ValueError("scale 'residual_norm' needs the layer's mean residual norm")
+        return direction.float() / direction.norm().clamp_min(1e-12) * residual_norm
+    raise ValueError(f"steering scale must be one of {SCALES}, got {scale!r}")
+
+
+def _check_batch(model: LoadedModel, steerings: Sequence[Steering]) -> tuple[list[int], str, str]:
+    """Steerings of one call share layers, mode and where; their vectors fit the model."""
+    if not steerings:
+        raise ValueError("no steerings to generate with (give at least one, e.g. coefficient 0)")
+    first = steerings[0]
+    for s in steerings:
+        if (s.layers, s.mode, s.where) != (first.layers, first.mode, first.where):
+            raise ValueError("steerings batched into one call must share layers, mode and `where`")
+    for layer in first.layers:
+        if not 0 <= layer < model.n_layers:
+            raise ValueError(f"steering layer {layer} is out of range for a model with {model.n_layers} layers (0..{model.n_layers - 1})")
+    for s in steerings:
+        for layer, v in s.vectors.items():
+            if v.shape[0] != model.d_model:
+                raise ValueError(f"the layer-{layer} steering vector has size {v.shape[0]}, the model's residual has {model.d_model}")
+    return first.layers, first.mode, first.where
+
+
+def _stop_ids(model: LoadedModel) -> set[int]:
+    """Token ids that end an answer: the generation config's eos id(s) and the tokenizer's."""
+    eos = getattr(getattr(model.lm, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos]) | {model.tokenizer.eos_token_id}
+    return {i for i in ids if i is not None}
+
+
+def _answer_ids(row: list[int], stops: set[int]) -> list[int]:
+    """A generated row cut at its first end-of-turn token (what follows is padding)."""
+    return next((row[:i] for i, t in enumerate(row) if t in stops), row)
+
+
+def _steer_rows(model: LoadedModel, rows: dict, per_layer: dict[int, torch.Tensor], coef: torch.Tensor,
+                mode: str, where: str, cfg: SamplingConfig) -> torch.Tensor:
+    """One nnsight generate over a batch: every generated step, each steered layer's residual is moved."""
+    n = cfg.max_new_tokens
+    span = slice(None) if where == "all" else slice(-1, None)
+    sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if cfg.temperature > 0 else {"do_sample": False}
+    tok = model.tokenizer
+    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, **sampling, **remote_kwargs(model.spec)) as tracer:
+        with tracer.invoke(rows):
+            for _ in tracer.iter[:n]:
+                for layer, vecs in per_layer.items():
+                    h = residual(model.layers[layer].output)
+                    v = vecs.to(h.dtype).to(h.device)[:, None, :]
+                    a = coef.to(h.dtype).to(h.device)[:, None, None]
+                    if mode == "subtract":
+                        h[:, span] -= a * v
+                    else:
+                        u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                        h[:, span] -= a * (h[:, span] * u).sum(-1, keepdim=True) * u
+        with tracer.invoke():
+            out = tracer.result.detach().cpu().save()
+    return out
+
+
+def generate_steered(
+    model: LoadedModel, prompts: Sequence[str], steerings: Sequence[Steering], cfg: SamplingConfig, progress: bool = True
+) -> SteeredGenerations:
+    """Answers of every prompt under every steering, as batched rows of as few generate calls as the batch size allows.
+
+    Prompts are chat-templated strings. Sampling is seeded once per call (cfg.seed)."""
+    layers, mode, where = _check_batch(model, steerings)
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    tok = model.tokenizer
+    pairs = [(k, p) for k in range(len(steerings)) for p in range(len(prompts))]
+    stops = _stop_ids(model)
+    tokens: list[list[list[int]]] = [[[] for _ in prompts] for _ in steerings]
+    torch.manual_seed(cfg.seed)
+    for start in tqdm(range(0, len(pairs), cfg.batch_size), desc="steered generate", unit="batch", disable=not progress):
+        chunk = pairs[start : start + cfg.batch_size]
+        enc = tok([prompts[p] for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        per_layer = {layer: torch.stack([steerings[k].vectors[layer].float() for k, _ in chunk]) for layer in layers}
+        coef = torch.tensor([float(steerings[k].coefficient) for k, _ in chunk])
+        out = _steer_rows(model, dict(enc), per_layer, coef, mode, where, cfg)
+        for (k, p), row in zip(chunk, out[:, enc["input_ids"].shape[1] :].tolist()):
+            tokens[k][p] = _answer_ids(row, stops)
+    answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]
+    return SteeredGenerations(answers, tokens)
