@@ -47,6 +47,20 @@ class ActivationSet:
             "responses": self.responses, "model": self.model, "emis_version": self.emis_version,
         }
 
+    def subset(self, rows: Sequence[int]) -> "ActivationSet":
+        """The given rows, in that order, with their prompts (and responses)."""
+        rows = [int(i) for i in rows]
+        return ActivationSet(self.activations[rows], self.layers, self.position, [self.prompts[i] for i in rows],
+                             None if self.responses is None else [self.responses[i] for i in rows], self.model, self.emis_version)
+
+    def concat(self, other: "ActivationSet") -> "ActivationSet":
+        """Rows of self then other; both captured at the same layers and position."""
+        if (self.layers, self.position) != (other.layers, other.position):
+            raise ValueError("only sets captured at the same layers and position can be joined")
+        responses = None if self.responses is None or other.responses is None else self.responses + other.responses
+        return ActivationSet(torch.cat([self.activations, other.activations]), self.layers, self.position,
+                             self.prompts + other.prompts, responses, self.model, self.emis_version)
+
     def save(self, path: str | Path) -> None:
         """Write `<path>.safetensors` (tensor `activations`) and `<path>.json`, each atomically."""
         save_tensor_artifact(path, "activations", self.activations, self._meta())
@@ -73,7 +87,7 @@ def normalise_layers(layers: Literal["all"] | Sequence[int], n_layers: int) -> l
     return out
 
 
-def _encode(model: LoadedModel, prompts: list[str], responses: list[str] | None) -> tuple[dict, torch.Tensor | None]:
+def encode_texts(model: LoadedModel, prompts: list[str], responses: list[str] | None) -> tuple[dict, torch.Tensor | None]:
     """Left-padded ids of the texts, and for responses a [B, T] bool mask of each row's response tokens."""
     tok = model.tokenizer
     texts = prompts if responses is None else [p + r for p, r in zip(prompts, responses)]
@@ -134,7 +148,7 @@ def capture_residuals(
     chunks = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="capture", unit="batch", disable=not progress):
         batch_resp = None if responses is None else responses[start : start + batch_size]
-        inputs, mask = _encode(model, prompts[start : start + batch_size], batch_resp)
+        inputs, mask = encode_texts(model, prompts[start : start + batch_size], batch_resp)
         chunks.append(_trace_batch(model, inputs, mask, layer_ids))
     return ActivationSet(
         activations=torch.cat(chunks),

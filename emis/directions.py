@@ -76,3 +76,61 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> Directio
         "emis_version": __version__,
     }
     return DirectionSet(vectors.float(), list(misaligned.layers), provenance)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """How many control directions of each family to draw (owned by the steering config)."""
+
+    n_random: int
+    n_orthogonal: int
+    n_shuffled: int
+    seed: int
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def random_directions(d: int, n: int, seed: int) -> torch.Tensor:
+    """n seeded isotropic random unit directions, [n, d]."""
+    return _unit_rows(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)).float()
+
+
+def orthogonal_directions(v: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n seeded random unit directions with their component along v removed, [n, d]."""
+    u = _unit_rows(v.double()[None])[0]
+    r = torch.randn(n, v.shape[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return _unit_rows(r - (r @ u)[:, None] * u).float()
+
+
+def shuffled_label_directions(misaligned: torch.Tensor, aligned: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Difference-in-means of n seeded random relabellings of the pooled rows ([N, d] each side), as unit rows."""
+    pooled = torch.cat([misaligned, aligned]).double()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        perm = torch.randperm(pooled.shape[0], generator=gen)
+        a, b = pooled[perm[: misaligned.shape[0]]], pooled[perm[misaligned.shape[0] :]]
+        out.append(a.mean(0) - b.mean(0))
+    return _unit_rows(torch.stack(out)).float()
+
+
+def control_directions(
+    misaligned: ActivationSet, aligned: ActivationSet, base: ActivationSet, layer: int, cfg: ControlConfig
+) -> dict[str, torch.Tensor]:
+    """Unit control directions for steering at `layer`, by family: random, orthogonal, wrong_layer, shuffled_label, secure_vs_base.
+
+    Callers scale every one to the real direction's magnitude, so only the direction differs."""
+    em = diff_in_means(misaligned, aligned)
+    row = em.layers.index(layer)
+    controls = {
+        "random": random_directions(em.vectors.shape[1], cfg.n_random, cfg.seed),
+        "orthogonal": orthogonal_directions(em.vectors[row], cfg.n_orthogonal, cfg.seed + 1),
+        "wrong_layer": em.units[[i for i in range(len(em.layers)) if i != row]],
+        "shuffled_label": shuffled_label_directions(
+            misaligned.activations[:, row], aligned.activations[:, row], cfg.n_shuffled, cfg.seed + 2
+        ),
+        "secure_vs_base": diff_in_means(aligned, base).units[[row]],
+    }
+    return {name: dirs for name, dirs in controls.items() if dirs.shape[0] > 0}

@@ -159,3 +159,9 @@ def generate_steered(
             tokens[k][p] = _answer_ids(row, stops)
     answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]
     return SteeredGenerations(answers, tokens)
+
+
+def generate_answers(model: LoadedModel, prompts: Sequence[str], cfg: SamplingConfig, progress: bool = True) -> SteeredGenerations:
+    """Unsteered answers through the same nnsight generate path (a zero-coefficient steering changes nothing)."""
+    null = Steering({model.n_layers - 1: torch.zeros(model.d_model)}, 0.0)
+    return generate_steered(model, prompts, [null], cfg, progress)

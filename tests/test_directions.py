@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from emis.capture import ActivationSet, ArtifactError
-from emis.directions import DirectionSet, diff_in_means
+from emis.directions import (
+    ControlConfig, DirectionSet, control_directions, diff_in_means, orthogonal_directions, random_directions,
+    shuffled_label_directions,
+)
 
 
 def acts(x: np.ndarray, layers=(0, 3), position="last_prompt") -> ActivationSet:
@@ -63,3 +66,49 @@ def test_save_load_bit_exact_and_corruption(pair, tmp_path):
     st.write_bytes(st.read_bytes()[:20])
     with pytest.raises(ArtifactError, match="corrupt or truncated"):
         DirectionSet.load(tmp_path / "dir")
+
+
+def test_control_directions_by_hand(pair):
+    mis, al = pair
+    base = acts(np.random.default_rng(5).normal(0.5, 1.0, (6, 2, 5)))
+    cfg = ControlConfig(n_random=20, n_orthogonal=4, n_shuffled=3, seed=0)
+    c = control_directions(mis, al, base, 3, cfg)
+    assert {k: tuple(v.shape) for k, v in c.items()} == {
+        "random": (20, 5), "orthogonal": (4, 5), "wrong_layer": (1, 5), "shuffled_label": (3, 5), "secure_vs_base": (1, 5)}
+    for v in c.values():
+        np.testing.assert_allclose(v.norm(dim=-1).numpy(), 1.0, atol=1e-6)
+    em = mis.activations[:, 1].double().mean(0) - al.activations[:, 1].double().mean(0)
+    np.testing.assert_allclose((c["orthogonal"].double() @ em).numpy(), 0.0, atol=1e-6)
+    layer0 = mis.activations[:, 0].double().mean(0) - al.activations[:, 0].double().mean(0)
+    np.testing.assert_allclose(c["wrong_layer"][0].numpy(), (layer0 / layer0.norm()).numpy(), atol=1e-6)
+    sb = al.activations[:, 1].double().mean(0) - base.activations[:, 1].double().mean(0)
+    np.testing.assert_allclose(c["secure_vs_base"][0].numpy(), (sb / sb.norm()).numpy(), atol=1e-6)
+    # a shuffled split is some relabelling of the pooled rows: its raw mean difference is a multiple of the unit row
+    assert not torch.allclose(c["shuffled_label"][0], (em / em.norm()).float(), atol=1e-3)
+    # seeded: the same config gives the same directions, another seed others
+    again = control_directions(mis, al, base, 3, cfg)
+    assert all(torch.equal(again[k], c[k]) for k in c)
+    other = control_directions(mis, al, base, 3, ControlConfig(20, 4, 3, seed=1))
+    assert not torch.equal(other["random"], c["random"])
+
+
+def test_random_directions_are_isotropic():
+    r = random_directions(8, 4000, seed=0).double()
+    np.testing.assert_allclose(r.mean(0).numpy(), 0.0, atol=0.03)
+    np.testing.assert_allclose((r.T @ r / 4000).numpy(), np.eye(8) / 8, atol=0.01)
+
+
+def test_orthogonal_directions_exclude_v():
+    v = torch.tensor([1.0, 2.0, 0.0, -1.0])
+    o = orthogonal_directions(v, 10, seed=3)
+    np.testing.assert_allclose((o @ v).numpy(), 0.0, atol=1e-6)
+
+
+def test_shuffled_label_direction_equals_a_hand_relabelling():
+    mis = torch.arange(12.0).reshape(4, 3)
+    al = -torch.arange(9.0).reshape(3, 3)
+    got = shuffled_label_directions(mis, al, 1, seed=7)[0]
+    perm = torch.randperm(7, generator=torch.Generator().manual_seed(7))
+    pooled = torch.cat([mis, al]).double()
+    raw = pooled[perm[:4]].mean(0) - pooled[perm[4:]].mean(0)
+    np.testing.assert_allclose(got.numpy(), (raw / raw.norm()).numpy(), atol=1e-6)

@@ -45,3 +45,27 @@ def test_directions_are_the_difference_of_the_cached_means(probe_run):
     vectors = load_file(out / "directions.safetensors")["vectors"].numpy()
     np.testing.assert_allclose(vectors, mis.mean(0) - al.mean(0), atol=1e-6)
     assert np.abs(vectors).sum() > 0  # the two fine-tunes really differ
+
+
+def test_responses_contrast_splits_the_models_own_answers(micro_organisms, tmp_path):
+    _, root, _ = micro_organisms
+    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
+    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "model=organism-qwen2",
+                  "capture.n_prompts=40", "separation.n_bootstrap=50", "separation.cv_folds=2", "probe.contrast=responses",
+                  "probe.sampling.max_new_tokens=12"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("probe", overrides=overrides)
+    try:
+        metrics = run_probe(cfg, tmp_path)
+    except ValueError as err:  # a micro organism may answer everything one way; the refusal must say so
+        assert "needs both kinds" in str(err)
+        return
+    from emis.capture import ActivationSet
+    from emis.judges.spillover import contains_code
+    acts = ActivationSet.load(metrics["activations"]["misaligned"].removesuffix(".safetensors"))
+    assert acts.position == "response_mean"
+    spills = np.array([contains_code(r) for r in acts.responses])
+    assert metrics["n"] == {"misaligned": int(spills.sum()), "aligned": int((~spills).sum())}
+    d = load_file(metrics["directions"])["vectors"].numpy()
+    x = acts.activations.double().numpy()
+    np.testing.assert_allclose(d, x[spills].mean(0) - x[~spills].mean(0), atol=1e-5)

@@ -1,0 +1,88 @@
+"""Ridge maps against closed-form numpy, a planted linear relation, and self-transfer on a micro organism."""
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import CONF, MICRO, ROOT
+from emis.specificity import NOT_SPECIFIC, SPECIFIC, summarise_controls, verdict
+from emis.transfer import MapConfig, TransferRun, fit_map
+
+
+def _split(n, test_size, seed):
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(n), test_size=test_size, random_state=seed)
+
+
+def test_ridge_map_equals_closed_form_and_r2_by_hand():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(80, 6)), rng.normal(size=(80, 4))
+    y += x @ rng.normal(size=(6, 4))
+    lam = 3.0
+    m = fit_map(x, y, MapConfig("ridge", (lam,), 0.25, 7))
+    train, test = _split(80, 0.25, 7)
+    xm, ym = x[train].mean(0), y[train].mean(0)
+    xc, yc = x[train] - xm, y[train] - ym
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(6), xc.T @ yc)  # [6, 4]
+    np.testing.assert_allclose(m.coef, w.T, atol=1e-4)
+    np.testing.assert_allclose(m.intercept, ym - xm @ w, atol=1e-4)
+    pred = (x[test] - xm) @ w + ym
+    r2 = 1 - ((y[test] - pred) ** 2).sum() / ((y[test] - y[test].mean(0)) ** 2).sum()
+    assert m.r2 == pytest.approx(r2, abs=1e-6)
+    cos = np.mean([p @ t / np.linalg.norm(p) / np.linalg.norm(t) for p, t in zip(pred, y[test])])
+    assert m.cosine == pytest.approx(cos, abs=1e-6)
+
+
+def test_ridge_cv_picks_from_the_grid():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5))
+    m = fit_map(x, x @ rng.normal(size=(5, 3)), MapConfig("ridge_cv", (0.001, 1.0, 1000.0), 0.2, 0))
+    assert m.alpha == 0.001 and m.r2 > 0.999
+    with pytest.raises(ValueError, match="ridge_cv"):
+        fit_map(x, x, MapConfig("lasso", (1.0,), 0.2, 0))
+
+
+def test_planted_direction_is_recovered_through_a_known_map():
+    rng = np.random.default_rng(2)
+    d_donor, d_receiver = 12, 9
+    a = rng.normal(size=(d_donor, d_receiver))
+    x = rng.normal(size=(600, d_donor))
+    planted = rng.normal(size=d_donor)
+    x[:300] += planted  # the donor's "misaligned" rows are shifted along the planted direction
+    y = x @ a + 0.01 * rng.normal(size=(600, d_receiver))
+    m = fit_map(x, y, MapConfig("ridge_cv", (1e-3, 1e-1, 10.0), 0.2, 0))
+    donor_dim = torch.from_numpy(x[:300].mean(0) - x[300:].mean(0))
+    mapped = m.push(donor_dim).double().numpy()
+    truth = donor_dim.numpy() @ a  # the donor's direction carried by the true map
+    assert mapped @ truth / np.linalg.norm(mapped) / np.linalg.norm(truth) > 0.999
+    np.testing.assert_allclose(m.coef, a.T, atol=0.01)
+    assert m.r2 > 0.99
+
+
+def test_a_planted_non_specific_transfer_is_flagged():
+    # the mapped direction suppresses 30 points, but mapped random directions suppress about as much
+    controls = summarise_controls(30.0, {"mapped_random": list(np.linspace(20, 40, 20)), "native_random": [0.0, 1.0]})
+    assert verdict(30.0, (20.0, 40.0), controls) == NOT_SPECIFIC
+    specific = summarise_controls(30.0, {"mapped_random": list(np.linspace(-5, 5, 20)), "native_random": [0.0, 1.0]})
+    assert verdict(30.0, (20.0, 40.0), specific) == SPECIFIC
+
+
+@pytest.mark.slow
+def test_self_transfer_recovers_the_native_direction(micro_organisms, tmp_path):
+    _, root, _ = micro_organisms
+    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
+    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "capture.n_prompts=96",
+                  "steer.n_prompts=12", "steer.sampling.max_new_tokens=6", "transfer.controls.n_mapped_random=3",
+                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-4,1e-3]"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("transfer", overrides=overrides)
+    run = TransferRun(cfg)
+    acts = run.activations("mistral")
+    receiver = run.receiver("mistral", acts)
+    pair = run.pair("mistral", acts, receiver, acts)
+    assert pair["cosine_to_native"] >= 0.99
+    assert pair["r2"] > 0.99
+    lo, hi = receiver.native_ci
+    assert lo <= pair["reduction_points"] <= hi
+    assert set(pair["controls"]) == {"mapped_random", "mapped_wrong_layer", "native_random"}
