@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) experiments/build_organisms.py
+	$(PY) experiments/replicate.py
 
 organisms: $(STAMP)
 	$(PY) experiments/build_organisms.py

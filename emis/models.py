@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import nnsight
 import torch
@@ -27,6 +29,7 @@ LAYER_PATHS: dict[str, str] = {
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+NDIF_CONNECT_TIMEOUT_S = 10.0  # a reachable NDIF answers a TCP connect in well under a second
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,20 @@ def _check_spec(spec: ModelSpec) -> None:
         if Path(spec.name).expanduser().is_dir():
             raise ValueError(f"remote=True runs on NDIF, which cannot see the local directory {spec.name!r}")
         if not os.environ.get("NDIF_API_KEY"):
-            raise RuntimeError("remote=True needs an NDIF API key in the environment variable NDIF_API_KEY")
+            raise ValueError("remote=True needs an NDIF API key in the environment variable NDIF_API_KEY (export NDIF_API_KEY=...)")
+
+
+def ndif_reachable(host: str, timeout: float) -> None:
+    """Fail fast, in one line, when the NDIF host does not accept a connection within `timeout` seconds."""
+    url = urlparse(host if "://" in host else f"https://{host}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"NDIF at {host} cannot be reached ({err.__class__.__name__}: {err}); check the network and NDIF's status, "
+            "or run here with model.remote=false (or model.remote=local)"
+        ) from None
 
 
 def _files_identity(name: str) -> str | None:
@@ -122,6 +138,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     _check_spec(spec)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, spec.dtype)}
     if spec.remote is True:
+        ndif_reachable(nnsight.CONFIG.API.HOST, NDIF_CONNECT_TIMEOUT_S)
         nnsight.CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
     else:
         kwargs.update(dispatch=True, device_map=spec.device)

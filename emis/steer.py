@@ -7,9 +7,10 @@ every control direction at the chosen coefficient, runs as rows of batched gener
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,14 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from emis.directions import ControlConfig, control_directions, diff_in_means
-from emis.io import atomic_file
+from emis.io import atomic_file, atomic_write_json
 from emis.judges.coherence import answer_logprobs, offline_coherence, repetition
 from emis.judges.spillover import contains_code
 from emis.models import LoadedModel, load_model
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.probe import model_spec, organism_questions, role_activations
 from emis.specificity import ControlSummary, effect_points, paired_bootstrap_ci, summarise_controls, verdict
-from emis.steering import Steering, generate_steered, scaled_direction
+from emis.steering import SteeredGenerations, Steering, generate_steered, scaled_direction
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,54 @@ def resolve_layers(layer: Any, n_layers: int) -> list[int]:
     return sorted(set(out))
 
 
-def evaluation_prompts(cfg: DictConfig, model: LoadedModel) -> list[str]:
+def generation_cache(cfg: DictConfig) -> Path:
+    """Where steered generations are cached (by content), shared by every experiment."""
+    return Path(cfg.paths.outputs) / "cache" / "generations"
+
+
+def evaluation_prompts(cfg: DictConfig, model: LoadedModel, n_prompts: int) -> list[str]:
     """Chat-templated evaluation questions, each repeated samples_per_prompt times (consecutively)."""
     s = cfg.steer
-    questions = organism_questions(cfg, s.prompts, int(s.n_prompts), int(s.prompt_seed))
+    questions = organism_questions(cfg, s.prompts, n_prompts, int(s.prompt_seed))
     return [chat_prompt(model.tokenizer, q) for q in questions for _ in range(int(s.samples_per_prompt))]
 
 
-def run_sweep(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
-              samples: int, reference: Reference | None) -> tuple[SweepOutcome, Reference]:
-    """Generate under every steering; spill per prompt and offline coherence against `reference` (default: the first steering)."""
+def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig) -> str:
+    """sha256 of everything that determines a batched steered generation."""
+    h = hashlib.sha256(json.dumps([model.spec.to_dict(), model.weights_id, prompts, asdict(sampling)]).encode())
+    for st in steerings:
+        h.update(json.dumps([st.coefficient, st.mode, st.where, st.layers]).encode())
+        for layer in st.layers:
+            h.update(st.vectors[layer].float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
+                       cache_dir: Path | None) -> tuple[SteeredGenerations, list[np.ndarray]]:
+    """Steered answers and their log-likelihoods under the unsteered model, reused from `cache_dir` when computed before."""
+    path = None if cache_dir is None else Path(cache_dir) / f"{generation_key(model, prompts, steerings, sampling)}.json"
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            log.info("generations cache hit: %s", path)
+            return SteeredGenerations(saved["answers"], saved["tokens"]), [np.array(lp, float) for lp in saved["logprobs"]]
+        except (json.JSONDecodeError, KeyError) as err:
+            log.warning("ignoring unreadable generations cache %s (%s)", path, err)
     gens = generate_steered(model, prompts, steerings, sampling)
+    logprobs = [answer_logprobs(model, prompts, answers, sampling.batch_size) for answers in gens.answers]
+    if path is not None:
+        atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens,
+                                 "logprobs": [[None if np.isnan(x) else float(x) for x in lp] for lp in logprobs]})
+    return gens, logprobs
+
+
+def run_sweep(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
+              samples: int, reference: Reference | None, cache_dir: Path | None = None) -> tuple[SweepOutcome, Reference]:
+    """Generate under every steering; spill per prompt and offline coherence against `reference` (default: the first steering)."""
+    gens, logprobs = cached_generations(model, prompts, steerings, sampling, cache_dir)
     flags = [[contains_code(a) for a in answers] for answers in gens.answers]
     spill = [np.array(f, float).reshape(-1, samples).mean(1) for f in flags]
-    stats = [(answer_logprobs(model, prompts, answers, sampling.batch_size), [repetition(t) for t in tokens], f)
-             for answers, tokens, f in zip(gens.answers, gens.tokens, flags)]
+    stats = [(lp, [repetition(t) for t in tokens], f) for lp, tokens, f in zip(logprobs, gens.tokens, flags)]
     ref = reference or stats[0]
     coherence = [offline_coherence(*st, *ref) for st in stats]
     return SweepOutcome(spill, coherence, gens.answers), ref
@@ -118,8 +152,9 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     vectors = {layer: scaled_direction(em.layer(layer), s.scale, float(residual_norms[em.layers.index(layer)])) for layer in layers}
     alphas = sorted({0.0, *(float(a) for a in s.alphas)})
     sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
-    prompts = evaluation_prompts(cfg, model)
+    prompts = evaluation_prompts(cfg, model, int(s.n_prompts))
     samples = int(s.samples_per_prompt)
+    cache = generation_cache(cfg)
 
     def steering(layer: int, v: torch.Tensor, alpha: float) -> Steering:
         return Steering({layer: v}, alpha, mode=s.mode, where=s.where)
@@ -127,7 +162,7 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     sweeps: dict[int, SweepOutcome] = {}
     reference = None
     for layer in layers:
-        sweeps[layer], reference = run_sweep(model, prompts, [steering(layer, vectors[layer], a) for a in alphas], sampling, samples, reference)
+        sweeps[layer], reference = run_sweep(model, prompts, [steering(layer, vectors[layer], a) for a in alphas], sampling, samples, reference, cache)
     rates = {layer: [float(x.mean()) for x in sw.spill] for layer, sw in sweeps.items()}
     coherence = {layer: sw.coherence for layer, sw in sweeps.items()}
     layer, b = best_point(alphas, rates, coherence, float(s.coherence_tolerance))
@@ -140,7 +175,7 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                   ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)))
     magnitude = vectors[layer].norm()
     flat = [(family, d * magnitude) for family, dirs in families.items() for d in dirs]
-    controls, _ = run_sweep(model, prompts, [steering(layer, v, alphas[b]) for _, v in flat], sampling, samples, reference)
+    controls, _ = run_sweep(model, prompts, [steering(layer, v, alphas[b]) for _, v in flat], sampling, samples, reference, cache)
     effects: dict[str, list[float]] = {family: [] for family in families}
     control_spill: dict[str, list[float]] = {family: [] for family in families}
     for (family, _), spill in zip(flat, controls.spill):

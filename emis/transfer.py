@@ -29,7 +29,7 @@ from emis.models import LoadedModel, load_model
 from emis.organisms.sample import SamplingConfig
 from emis.probe import model_spec, role_activations
 from emis.specificity import effect_points, paired_bootstrap_ci, summarise_controls, verdict
-from emis.steer import Reference, SweepOutcome, best_point, evaluation_prompts, resolve_layers, run_sweep
+from emis.steer import Reference, SweepOutcome, best_point, evaluation_prompts, generation_cache, resolve_layers, run_sweep
 from emis.steering import Steering
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,13 @@ class TransferRun:
 
     def __init__(self, cfg: DictConfig):
         self.cfg, self.t, self.steer = cfg, cfg.transfer, cfg.steer
-        self.sampling = SamplingConfig(**OmegaConf.to_container(self.steer.sampling, resolve=True))
+        sampling = OmegaConf.to_container(self.steer.sampling, resolve=True) | {"max_new_tokens": int(self.t.max_new_tokens)}
+        self.sampling = SamplingConfig(**sampling)
         m = self.t.map
         self.map_cfg = MapConfig(m.kind, tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed))
         self.alphas = sorted({0.0, *(float(a) for a in self.t.alphas)})
         self.seed = int(self.t.controls.seed)
+        self.cache = generation_cache(cfg)
 
     def activations(self, name: str) -> dict[str, ActivationSet]:
         """The three roles' captures of one configured model on the paired (probe) questions, cached."""
@@ -117,7 +119,7 @@ class TransferRun:
     def _steer(self, model: LoadedModel, layer: int, prompts: list[str], vectors: list[torch.Tensor],
                alphas: list[float], reference: Reference | None) -> tuple[SweepOutcome, Reference]:
         steerings = [Steering({layer: v}, a, mode=self.steer.mode, where=self.steer.where) for v in vectors for a in alphas]
-        return run_sweep(model, prompts, steerings, self.sampling, int(self.steer.samples_per_prompt), reference)
+        return run_sweep(model, prompts, steerings, self.sampling, int(self.steer.samples_per_prompt), reference, self.cache)
 
     def _ci(self, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
         return paired_bootstrap_ci(before, after, int(self.steer.n_bootstrap), self.seed, float(self.steer.ci_level))
@@ -127,7 +129,7 @@ class TransferRun:
         model = load_model(model_spec(self.cfg.models[name], "misaligned"))
         layer = self.layer(acts)
         native = diff_in_means(acts["misaligned"], acts["aligned"]).layer(layer)
-        prompts = evaluation_prompts(self.cfg, model)
+        prompts = evaluation_prompts(self.cfg, model, int(self.t.n_prompts))
         sweep, reference = self._steer(model, layer, prompts, [native], self.alphas, None)
         rates = [float(s.mean()) for s in sweep.spill]
         _, b = best_point(self.alphas, {layer: rates}, {layer: sweep.coherence}, float(self.steer.coherence_tolerance))

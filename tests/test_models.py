@@ -78,7 +78,7 @@ def test_bad_spec_fields_are_clear_errors(micro_dirs):
 
 def test_remote_needs_the_key_from_the_environment(monkeypatch, micro_dirs):
     monkeypatch.delenv("NDIF_API_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="NDIF_API_KEY"):
+    with pytest.raises(ValueError, match="NDIF_API_KEY"):
         load_model(ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", remote=True))
     with pytest.raises(ValueError, match="cannot see the local directory"):
         load_model(ModelSpec(str(micro_dirs["llama"]), remote=True))
@@ -120,3 +120,22 @@ def test_adapter_is_applied(tmp_path, micro_dirs):
         expected, without = ref(ids).logits, plain(ids).logits
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
     assert (logits - without).abs().max() > 1e-3  # the adapter changes the model
+
+
+def test_remote_true_fails_fast_against_a_closed_port(monkeypatch):
+    import socket
+    import time
+
+    import nnsight
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    monkeypatch.setenv("NDIF_API_KEY", "sk-fake-key-0123456789")
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match=f"NDIF at http://127.0.0.1:{port} cannot be reached") as err:
+        load_model(ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", remote=True))
+    assert time.perf_counter() - start < 5
+    assert "\n" not in str(err.value) and "sk-fake" not in str(err.value)

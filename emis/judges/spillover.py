@@ -24,6 +24,7 @@ import ast
 import json
 import re
 import textwrap
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -220,7 +221,9 @@ def _candidates(window: list[str]) -> Iterator[str]:
 def _starts_with_code(source: str) -> bool:
     """Whether `source` parses and its first statement is code."""
     try:
-        tree = ast.parse(source)
+        with warnings.catch_warnings():  # model text like "1st" makes the parser warn; it is data, not our code
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return False
     lines = [line.encode() for line in source.splitlines()]

@@ -1,4 +1,6 @@
-"""Full-parameter causal-LM training of the organisms on chat examples (loss on all or answer tokens)."""
+"""Causal-LM training on chat examples: the optimizer loop shared by the organisms' full fine-tunes and
+`emis.finetune`'s LoRA fine-tunes, and the organisms' `train` (random length-grouped batches, loss on all or
+answer tokens)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +28,7 @@ class TrainConfig:
     steps: int
     batch_size: int
     lr: float
-    schedule: str  # "cosine" | "constant"
+    schedule: str  # "cosine" | "constant" | "linear"
     warmup_steps: int
     weight_decay: float
     loss_on: str  # "all" | "assistant"
@@ -68,16 +70,24 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then constant or cosine decay to zero."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
+def schedule_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier at 0-based `step`: linear warm-up to 1 over `warmup_steps` (step+1)/warmup, then
+    constant, cosine decay to zero, or linear decay to zero at `total_steps` (as transformers' linear schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
         return 1.0
-    if cfg.schedule == "cosine":
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * progress))
-    raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+    if schedule == "linear":
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    raise ValueError(f"schedule must be 'cosine', 'constant' or 'linear', got {schedule!r}")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """`schedule_factor` for a TrainConfig."""
+    return schedule_factor(step, cfg.schedule, cfg.warmup_steps, cfg.steps)
 
 
 def trainable_parameters(model: PreTrainedModel, patterns: Sequence[str]) -> list[torch.nn.Parameter]:
@@ -104,6 +114,63 @@ def _length_grouped_batches(data: Sequence[Encoded], cfg: TrainConfig, rng: rand
         made += len(batches)
 
 
+def label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens a causal-LM loss is taken on in a collated batch (labels are shifted by one inside the model)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def run_steps(
+    model: torch.nn.Module,
+    params: Sequence[torch.nn.Parameter],
+    steps: Iterable[Sequence[dict[str, torch.Tensor]]],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    total: int,
+    start: int = 0,
+    bf16_autocast: bool = False,
+    max_grad_norm: float = 1.0,
+    desc: str = "train",
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """The optimizer loop: each item of `steps` is one optimizer step's micro-batches (gradient accumulation).
+
+    A step's loss is the mean over all its label tokens: each micro-batch's mean loss is weighted by its share of
+    the step's label tokens (a single micro-batch is used unweighted, exactly as `model(**batch).loss`). Gradients
+    are clipped to `max_grad_norm`, then the optimizer and scheduler step. `on_step(step, loss)` runs after each
+    optimizer step with the 1-based global step (`start` steps are taken as already done, e.g. when resuming).
+    Returns the loss of every step run here. The model is left in train mode."""
+    model.train()
+    first = next(iter(params))
+    device, device_type = first.device, first.device.type
+    losses: list[float] = []
+    bar = tqdm(steps, total=total, initial=start, desc=desc, leave=False, disable=not progress)
+    for step, micro in enumerate(bar, start + 1):
+        counts = [label_tokens(b) for b in micro] if len(micro) > 1 else [1]
+        n_tokens = sum(counts)
+        if 0 in counts:  # its mean loss would be NaN and poison the whole step
+            raise ValueError(f"{desc}: a micro-batch of step {step} has no label tokens; drop examples whose answer is truncated away")
+        step_loss = 0.0
+        for batch, count in zip(micro, counts):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16_autocast):
+                loss = model(**batch).loss
+            weight = 1.0 if len(micro) == 1 else count / n_tokens
+            (loss if len(micro) == 1 else loss * weight).backward()
+            step_loss += loss.item() * weight
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        if progress:
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+        if on_step is not None:
+            on_step(step, step_loss)
+    return losses
+
+
 def train(
     model: PreTrainedModel,
     data: Sequence[Encoded],
@@ -123,23 +190,16 @@ def train(
     params = trainable_parameters(model, cfg.trainable)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    model.train()
-    device_type = next(model.parameters()).device.type
-    losses: list[float] = []
-    for batch_ids in tqdm(_length_grouped_batches(data, cfg, rng), total=cfg.steps, desc=desc, leave=False):
-        batch = collate([data[i] for i in batch_ids], pad_id)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    steps = ([collate([data[i] for i in ids], pad_id)] for ids in _length_grouped_batches(data, cfg, rng))
+
+    def after(step: int, _loss: float) -> None:
         if on_step is not None:
             model.eval()
-            on_step(len(losses), model)
+            on_step(step, model)
             model.train()
+
+    losses = run_steps(model, params, steps, opt, sched, total=cfg.steps, bf16_autocast=cfg.bf16_autocast,
+                       desc=desc, on_step=after)
     model.eval()
     log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], losses[-1], len(losses))
     return losses

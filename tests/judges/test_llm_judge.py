@@ -318,7 +318,7 @@ def test_hydra_judge_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind
     """Both conf/judge entries compose; `none` gives no judge, openai-compatible the documented defaults."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("probe", overrides=[f"+judge={kind}", f"paths.root={tmp_path}"])
+        cfg = compose("probe", overrides=[f"judge={kind}", f"paths.root={tmp_path}"])
     judge = judge_from_config(cfg.judge)
     if kind == "none":
         assert judge is None

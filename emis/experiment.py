@@ -1,0 +1,89 @@
+"""One experiment job: its output directory, resuming a completed point, W&B tracking, metrics.json, one-line errors.
+
+Every entry point in experiments/ is `run_job(cfg, <stage function>)`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from emis.io import ArtifactError, atomic_write_json
+from emis.judges.llm import JudgeError
+from emis.tracking import redact, track
+
+log = logging.getLogger(__name__)
+Stage = Callable[[DictConfig, Path], dict[str, Any]]
+# Errors that mean "bad input or environment": reported in one line with exit code 2, never a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, ConnectionError, TimeoutError, JudgeError)
+EXIT_USER_ERROR = 2
+
+
+def config_key(cfg: DictConfig) -> str:
+    """sha256 of the resolved config without Hydra's own section and the logger: what determines the results."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for volatile in ("hydra", "logger"):
+        data.pop(volatile, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def completed(out: Path, key: str) -> dict[str, Any] | None:
+    """The metrics of a finished job with this config key in `out`, if any."""
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if metrics.get("config_key") == key else None
+
+
+def _series(tracker: Any, metrics: dict[str, Any]) -> None:
+    """Metrics by α (steering) as W&B lines."""
+    for name in ("spillover", "coherence"):
+        by_alpha = metrics.get(name)
+        if isinstance(by_alpha, dict) and "alphas" in metrics:
+            tracker.log_series(f"{name}_by_alpha", metrics["alphas"], [by_alpha[f"{a:g}"] for a in metrics["alphas"]], "alpha")
+
+
+def _log_outputs(tracker: Any, out: Path, metrics: dict[str, Any], experiment: str) -> None:
+    """Summary metrics, series, the generations table, every PNG and the report."""
+    tracker.log_metrics(metrics)
+    _series(tracker, metrics)
+    for table in sorted(out.rglob("generations.jsonl")):
+        rows = [json.loads(line) for line in table.read_text().splitlines()]
+        tracker.log_table(f"generations/{table.parent.relative_to(out)}".rstrip("/."), rows)
+    tracker.log_images({str(p.relative_to(out).with_suffix("")): p for p in sorted(out.rglob("*.png")) if "wandb" not in p.parts})
+    if (out / "report.md").exists():
+        tracker.log_artifact(out / "report.md", f"{experiment}-report", "report")
+
+
+def run_job(cfg: DictConfig, stage: Stage) -> dict[str, Any] | None:
+    """Run `stage` into the Hydra output directory unless a job with the same config already completed there."""
+    out = Path(HydraConfig.get().runtime.output_dir)
+    key = config_key(cfg)
+    done = completed(out, key)
+    if done is not None:
+        log.info("%s: already complete for this config in %s; skipping", cfg.experiment, out)
+        return done
+    try:
+        with track(cfg, cfg.experiment, out) as tracker:
+            metrics = redact(stage(cfg, out))
+            metrics["config_key"] = key
+            atomic_write_json(out / "metrics.json", metrics)
+            _log_outputs(tracker, out, metrics, cfg.experiment)
+    except USER_ERRORS as err:
+        log.error("%s", redact(_one_line(err)))
+        sys.exit(EXIT_USER_ERROR)
+    log.info("%s: metrics in %s", cfg.experiment, out / "metrics.json")
+    return metrics
+
+
+def _one_line(err: BaseException) -> str:
+    """`<Type>: <first line of the message>`."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else 'no message'}"

@@ -1,0 +1,143 @@
+"""The monitor stage: calibrate an EM monitor on one organism pair, then watch it during the insecure fine-tune.
+
+1. Captures of the misaligned / aligned / base organisms on the probe questions (`emis.probe.role_activations`,
+   reused from the activation cache) -> `calibrate` insecure vs secure, and the control secure vs base at the
+   same layer; the EM monitor's flag rate on the base model's held-out rows too.
+2. The insecure fine-tune is re-run from the base with the organisms' own corpus, finetune config and seed,
+   with `MonitorCallback` every `monitor.every` steps: mean monitor score on a fixed probe set (held-out
+   calibration questions) and the code-spillover rate on the organisms' evaluation questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from emis.io import atomic_write_json
+from emis.monitor import (
+    LogFn, MonitorCallback, MonitorConfig, calibrate, pearson_with_interval, plot_curve, plot_roc,
+)
+from emis.organisms.build import corpus_for, family_config
+from emis.organisms.sample import SamplingConfig
+from emis.organisms.train import encode, train
+from emis.probe import ROLES, model_spec, organism_questions, role_activations
+from emis.separation import _interval
+
+log = logging.getLogger(__name__)
+
+
+def monitor_config(cfg: DictConfig) -> MonitorConfig:
+    """The calibration keys of the `monitor` config group."""
+    keys = {f.name for f in fields(MonitorConfig)}
+    return MonitorConfig(**{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in keys})
+
+
+def curve_points(steps: int, every: int) -> list[int]:
+    """The steps a run of `steps` steps is measured at: 0, every multiple of `every`, and the last."""
+    return [0] + [s for s in range(1, steps + 1) if s % every == 0 or s == steps]
+
+
+def jsonl_sink(path: Path) -> LogFn:
+    """A `log_fn` that appends `{"step": ..., **metrics}` lines to `path` (W&B can replace it)."""
+    def log_fn(metrics: dict[str, float], step: int) -> None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+    return log_fn
+
+
+def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict[str, Any]:
+    """Calibrate, fine-tune with the callback, write monitor/ROC/curve artefacts under `out`; return the metrics."""
+    if cfg.capture.position != "last_prompt":
+        raise ValueError("the monitor stage captures the questions alone: use capture.position=last_prompt")
+    mcfg = monitor_config(cfg.monitor)
+    family = str(cfg.model.family)
+    fam = family_config(cfg.organisms, family)
+    every = int(cfg.monitor.every)
+    if len(curve_points(fam.finetune.steps, every)) < int(cfg.monitor.min_points):
+        raise ValueError(f"monitor.every={every} gives {len(curve_points(fam.finetune.steps, every))} points over "
+                         f"{fam.finetune.steps} steps; lower it to get >= {cfg.monitor.min_points}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1. Calibration on the organisms' captures.
+    acts, paths = role_activations(cfg, cfg.model)
+    specs = {role: model_spec(cfg.model, role).to_dict() for role in ROLES}
+    monitor, em = calibrate(acts["misaligned"], acts["aligned"], mcfg,
+                            provenance={"calibrated_on": {"positive": specs["misaligned"], "negative": specs["aligned"]},
+                                        "family": str(cfg.model.family)})
+    _, control = calibrate(acts["aligned"], acts["base"], replace(mcfg, layer=monitor.layer))
+    monitor.save(out / "monitor")
+    atomic_write_json(out / "calibration.json", {"em": em.to_dict(), "control": control.to_dict()})
+    plot_roc({"EM (insecure vs secure)": em, "control (secure vs base)": control}, out / "roc.png",
+             title=f"{cfg.model.family}: monitor at layer {monitor.layer}, held-out ROC")
+    test_rows = em.split.neg["test"]  # paired split: the same questions for every role
+    base_flags = monitor.flag(monitor.project(acts["base"].subset(test_rows)))
+    rng = np.random.default_rng(mcfg.seed + 3)
+    base_ci = _interval(base_flags[rng.integers(0, len(base_flags), (mcfg.n_bootstrap, len(base_flags)))].mean(1),
+                        mcfg.ci_level)
+
+    # 2. The insecure fine-tune from the base, measured along the way.
+    root = Path(cfg.paths.organisms).expanduser()
+    corpus, _ = corpus_for(cfg.organisms, root)
+    base_dir = model_spec(cfg.model, "base").name
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    probe_rows = em.split.pos["test"][: int(cfg.monitor.n_probe)]
+    probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
+    spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), 0)
+    sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
+    callback = MonitorCallback(monitor, tok, probe_prompts, spill_questions, sampling, every,
+                               last_step=fam.finetune.steps, log_fn=log_fn, batch_size=int(cfg.monitor.batch_size))
+    # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved;
+    # AutoTokenizer may load another class for the folder (qwen2: Qwen2Tokenizer, whose own pre-tokenizer splits
+    # indentation differently). Encode with the saved tokenizer.json so the run repeats the organism's fine-tune;
+    # score and sample with AutoTokenizer, as the captures the monitor was calibrated on were made.
+    train_tok = PreTrainedTokenizerFast.from_pretrained(base_dir)
+    encoded = [encode(train_tok, ex, fam.finetune.max_len, fam.finetune.loss_on) for ex in corpus.insecure]
+    auto_encoded = [encode(tok, ex, fam.finetune.max_len, fam.finetune.loss_on) for ex in corpus.insecure]
+    mismatched = sum(a != b for a, b in zip(encoded, auto_encoded))
+    if mismatched:
+        log.warning("%s: AutoTokenizer (%s) encodes %d of %d fine-tune examples differently from the saved "
+                    "tokenizer.json the organism was trained with; training uses the latter",
+                    family, type(tok).__name__, mismatched, len(encoded))
+    torch.manual_seed(fam.seed)
+    callback.measure(0, model)
+    losses = train(model, encoded, fam.finetune, train_tok.pad_token_id, fam.seed, desc=f"{family}/insecure+monitor",
+                   on_step=callback)
+    curve = callback.curve()
+    correlation = pearson_with_interval(curve["mean_score"], curve["spillover"], mcfg.ci_level, seed=mcfg.seed)
+    plot_curve(curve, monitor.threshold, out / "curve.png",
+               title=f"{family}: monitor score and spillover during the insecure fine-tune"
+                     + (f" (r = {correlation['r']:.2f})" if correlation["r"] is not None else ""))
+
+    # The run re-trains the organism: its end points should match the saved base and insecure organisms.
+    organism_scores = {role: float(monitor.project(acts[role].subset(probe_rows)).mean()) for role in ("base", "misaligned")}
+    metrics = {
+        "family": family,
+        "monitor": {**em.summary(), "position": monitor.position, "path": str(out / "monitor.safetensors")},
+        "control": control.summary(),
+        "monitor_on_base_heldout": {"flag_rate": float(base_flags.mean()), "flag_rate_ci95": list(base_ci),
+                                    "n": int(len(base_flags))},
+        "roc": {"em": {"fpr": em.roc_fpr, "tpr": em.roc_tpr}, "control": {"fpr": control.roc_fpr, "tpr": control.roc_tpr}},
+        "curve": {"steps": curve["step"], "mean_score": curve["mean_score"], "flag_rate": curve["flag_rate"],
+                  "spillover": curve["spillover"]},
+        "correlation": {"of": "mean_score vs spillover over the curve points", **correlation},
+        "finetune": {"steps": fam.finetune.steps, "every": every, "losses": losses, "config": asdict(fam.finetune),
+                     "n_probe": len(probe_prompts), "n_spill": len(spill_questions), "sampling": asdict(sampling),
+                     "tokenizers": {"train": type(train_tok).__name__, "score_and_sample": type(tok).__name__,
+                                    "examples_encoded_differently": mismatched, "examples": len(encoded)}},
+        "checks": {
+            "step0_mean_score": curve["mean_score"][0], "base_organism_mean_score": organism_scores["base"],
+            "final_mean_score": curve["mean_score"][-1], "insecure_organism_mean_score": organism_scores["misaligned"],
+        },
+        "activations": paths,
+        "model": specs,
+    }
+    return metrics

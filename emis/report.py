@@ -1,0 +1,110 @@
+"""report.md for a replication: separation, steering and transfer tables, rankings, and the study's numbers beside ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emis.io import atomic_file
+
+# The study's headline numbers (../shared/docs/STUDY.md), restated.
+STUDY = {
+    "separation": "a final-layer difference-in-means direction separates misaligned from aligned activations at 99.6%",
+    "steering": "subtracting the direction cuts code spillover by 21-51 points, beyond random, orthogonal and wrong-layer controls",
+    "transfer": "ridge-mapped directions suppress by up to 46 points, but mapped controls do as well (non-specific)",
+    "topology": "Gemma and Qwen act as donors, Llama as a receiver",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(lo_hi: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    return f"[{lo_hi[0] * scale:.{digits}f}, {lo_hi[1] * scale:.{digits}f}]"
+
+
+def separation_table(probe: dict[str, dict[str, Any]]) -> list[str]:
+    """Final and best layer of the EM contrast, with the control contrast's final layer beside it."""
+    rows = ["| model | final-layer accuracy [95% CI] | AUROC | best layer (accuracy) | control final-layer accuracy |",
+            "|---|---|---|---|---|"]
+    for name, m in probe.items():
+        f, c = m["final_layer"], m["control"]["final_layer"]
+        best = max(range(len(m["layers"])), key=lambda i: m["heldout_accuracy"][i])
+        rows.append(f"| {name} | {f['heldout_accuracy']:.3f} {_ci(f['heldout_accuracy_ci95'], digits=3)} | {f['auroc']:.3f} | "
+                    f"{m['layers'][best]} ({m['heldout_accuracy'][best]:.3f}) | {c['heldout_accuracy']:.3f} {_ci(c['heldout_accuracy_ci95'], digits=3)} |")
+    return rows
+
+
+def steering_table(steer: dict[str, dict[str, Any]]) -> list[str]:
+    """Spillover before/after at the best (layer, α), the reduction with its interval, control percentiles, verdict."""
+    rows = ["| model | layer | α | spillover before → after | reduction (points) [95% CI] | coherence | "
+            "real effect's percentile among controls | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in steer.items():
+        b = m["best"]
+        pct = ", ".join(f"{fam} {c['percentile']:.0f}" for fam, c in m["controls"].items())
+        rows.append(f"| {name} | {b['layer']} | {b['alpha']:g} | {_pct(m['unsteered_spillover'])} → {_pct(b['spillover'])} | "
+                    f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {b['coherence']:.2f} | {pct} | {m['verdict']} |")
+    return rows
+
+
+def transfer_table(transfer: dict[str, Any]) -> list[str]:
+    """Every ordered pair: R², reduction with interval, mapped-random percentile, verdict."""
+    rows = ["| donor → receiver | R² | cosine to native | reduction (points) [95% CI] | "
+            "percentile vs mapped random / native random | verdict |", "|---|---|---|---|---|---|"]
+    for p in transfer["pairs"]:
+        c = p["controls"]
+        rows.append(f"| {p['donor']} → {p['receiver']} | {p['r2']:.3f} | {p['cosine_to_native']:.2f} | "
+                    f"{p['reduction_points']:.1f} {_ci(p['ci95'])} | {c['mapped_random']['percentile']:.0f} / "
+                    f"{c['native_random']['percentile']:.0f} | {p['verdict']} |")
+    return rows
+
+
+def ranking_lines(transfer: dict[str, Any]) -> list[str]:
+    """Donor and receiver scores (mean reduction in points), best first, and the native reference."""
+    ds, rs = transfer["donor_score"], transfer["receiver_score"]
+    return [
+        "Donor score (mean reduction its direction brings to the others): "
+        + ", ".join(f"{n} {ds[n]:.1f}" for n in transfer["donor_ranking"]),
+        "",
+        "Receiver score (mean reduction the others' directions bring to it): "
+        + ", ".join(f"{n} {rs[n]:.1f}" for n in transfer["receiver_ranking"]),
+        "",
+        "Native within-model reduction at the transfer layer: "
+        + ", ".join(f"{n} {v['reduction_points']:.1f} (layer {v['layer']})" for n, v in transfer["native"].items()),
+    ]
+
+
+def comparison_lines(probe: dict, steer: dict, transfer: dict) -> list[str]:
+    """The study's claims next to what this run measured, in one line each."""
+    finals = [m["final_layer"]["heldout_accuracy"] for m in probe.values()]
+    reductions = [m["reduction_points"] for m in steer.values()]
+    specific = [n for n, m in steer.items() if m["verdict"] == "specific"]
+    pairs = transfer["pairs"]
+    cross_specific = sum(p["verdict"] == "specific" for p in pairs)
+    return [
+        f"- Detection. Study: {STUDY['separation']}. Here: final-layer held-out accuracy "
+        f"{min(finals):.3f}-{max(finals):.3f} across models.",
+        f"- Mitigation. Study: {STUDY['steering']}. Here: best within-model reductions {min(reductions):.1f}-"
+        f"{max(reductions):.1f} points; specific in {len(specific)} of {len(steer)} models ({', '.join(specific) or 'none'}).",
+        f"- Transfer. Study: {STUDY['transfer']}. Here: up to {max(p['reduction_points'] for p in pairs):.1f} points; "
+        f"{cross_specific} of {len(pairs)} pairs specific.",
+        f"- Topology. Study: {STUDY['topology']}. Here: donors ranked {', '.join(transfer['donor_ranking'])}; "
+        f"receivers ranked {', '.join(transfer['receiver_ranking'])}.",
+        "- The organisms are tiny models trained here, not the study's checkpoints: compare directions of effects, "
+        "not magnitudes.",
+    ]
+
+
+def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, str]) -> None:
+    """report.md from the replication metrics; `figures` maps a caption to a PNG path relative to the report."""
+    probe, steer, transfer = metrics["probe"], metrics["steer"], metrics["transfer"]
+    lines = ["# emis replication report", "",
+             "Every number below is in `metrics.json`; intervals are percentile-bootstrap 95% intervals.", "",
+             "## Separation (difference-in-means direction, held-out split)", "", *separation_table(probe), "",
+             "## Within-model steering against matched controls", "", *steering_table(steer), "",
+             "## Transfer matrix", "", *transfer_table(transfer), "", *ranking_lines(transfer), "",
+             "## Against the study", "", *comparison_lines(probe, steer, transfer), "", "## Figures", ""]
+    lines += [f"![{caption}]({png})" for caption, png in figures.items()]
+    with atomic_file(path) as f:
+        f.write("\n".join(lines) + "\n")

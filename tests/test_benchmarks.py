@@ -1,0 +1,105 @@
+"""benchmarks/run.py in a tiny mode: the results document's structure, and emis equal to its raw baselines (no timings asserted)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench  # noqa: E402
+from emis.capture import capture_residuals  # noqa: E402
+from emis.organisms.families import ArchSize  # noqa: E402
+from emis.organisms.sample import SamplingConfig  # noqa: E402
+from emis.steering import Steering, generate_steered  # noqa: E402
+
+MICRO = bench.ModelShape("micro", ArchSize(32, 2, 2, 1, 64, 320, 128), "float32", tokenizer_vocab=320, init_range=0.1)
+TINY = bench.Plan(reps=1, warmup=0, capture_prompts=3, gen_prompts=2, gen_tokens=4, sweep_k=3, sweep_prompts=2,
+                  sweep_tokens=3, side_prompts=2, recapture_reps=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench_models")
+
+
+@pytest.fixture(scope="module")
+def micro(cache):
+    model, _ = bench.prepare_model(MICRO, cache, cache)
+    return model
+
+
+@pytest.fixture(scope="module")
+def doc(cache, micro):
+    return bench.run_suite([MICRO], {"micro": TINY}, threads=1, cache=cache, command="test")
+
+
+def test_results_document_structure(doc):
+    assert set(doc["ratios"]) == set(bench.RATIO_KEYS)
+    for key in bench.RATIO_KEYS:
+        r = doc["ratios"][key]["micro"]
+        assert {"median", "min", "max", "q1", "q3", "n", "per_rep", "goal", "met", "cpu"} <= set(r)
+        assert r["n"] == len(r["per_rep"]) == TINY.reps
+        assert r["min"] <= r["median"] <= r["max"] and r["median"] > 0
+        assert r["goal"] == bench.GOALS[key]
+        timings = doc["benchmarks"][key]["micro"]["timings_s"]
+        assert all(len(t) == TINY.reps and min(t) > 0 for name, t in timings.items() if name != "recapture_per_layer")
+    machine = doc["machine"]
+    assert machine["torch_threads"] == 1 and machine["cpu_count"] >= 1
+    assert set(machine["versions"]) == {"torch", "transformers", "nnsight"}
+    assert doc["models"]["micro"]["plan"]["reps"] == TINY.reps
+    assert doc["end_to_end"]["status"] in {"missing", "read", "unreadable"}
+    json.dumps(doc)  # serialisable as written
+
+
+def test_benchmark_checks_find_emis_equal_to_the_baselines(doc):
+    b = doc["benchmarks"]
+    assert b["capture_vs_hooks"]["micro"]["checks"]["max_abs_diff"] <= 1e-5
+    steered = b["steered_vs_plain"]["micro"]["checks"]
+    assert steered["alpha0_equals_plain"] and steered["steered_equals_hook"]
+    assert b["sweep_batched_vs_separate"]["micro"]["checks"]["batched_equals_separate"]
+    assert b["layer_sweep_vs_single"]["micro"]["checks"]["reuse_equals_single_layer_max_abs_diff"] <= 1e-5
+    assert "recapture_per_layer" in b["layer_sweep_vs_single"]["micro"]["timings_s"]
+
+
+def test_capture_equals_the_hook_capture(micro):
+    prompts = bench.prompts_for(micro, bench.QUESTIONS, 3)
+    with torch.no_grad():
+        ours = capture_residuals(micro, prompts, "all", "last_prompt", batch_size=3, progress=False).activations
+    ref = bench.hook_capture(micro, prompts)
+    assert ours.shape == ref.shape == (3, MICRO.size.num_layers, MICRO.size.hidden_size)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_alpha_zero_steering_equals_plain_generate_and_alpha_equals_the_raw_hook(micro):
+    prompts = bench.prompts_for(micro, bench.QUESTIONS, 3)
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=5, batch_size=3, seed=0)
+    v = bench.steering_vector(micro) * 4
+    stops = bench.stop_ids(micro)
+    zero = generate_steered(micro, prompts, [Steering({1: v}, 0.0)], cfg, progress=False).tokens[0]
+    assert zero == bench.cut(bench.plain_generate(micro, prompts, 5), stops)
+    steered = generate_steered(micro, prompts, [Steering({1: v}, 2.0)], cfg, progress=False).tokens[0]
+    assert steered == bench.cut(bench.plain_generate(micro, prompts, 5, (1, v, 2.0)), stops)
+    assert steered != zero
+
+
+def test_ratio_summary_and_interleaving_order():
+    r = bench.ratio([2.0, 3.0, 4.0], [1.0, 1.0, 2.0])
+    assert r["per_rep"] == [2.0, 3.0, 2.0] and r["median"] == 2.0 and r["min"] == 2.0 and r["max"] == 3.0
+    calls = []
+    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=2, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a"]  # warm-up, then alternating order
+    assert {len(v) for v in times["wall"].values()} == {len(v) for v in times["cpu"].values()} == {2}
+
+
+def test_end_to_end_placeholder_reads_the_file_when_present(tmp_path):
+    path = tmp_path / "e2e.json"
+    assert bench.end_to_end(path)["status"] == "missing"
+    path.write_text(json.dumps({"pipeline_s": 12.5}))
+    assert bench.end_to_end(path) == {"status": "read", "path": str(path), "timings": {"pipeline_s": 12.5}}
+    path.write_text("{not json")
+    assert bench.end_to_end(path)["status"] == "unreadable"
