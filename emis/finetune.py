@@ -42,6 +42,7 @@ TRAINER_STATE = "trainer_state.pt"
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Sub-modules of multimodal checkpoints (e.g. Ministral 3) that LoRA must leave alone: only the language model is tuned.
 NON_TEXT = ("vision_tower", "vision_model", "multi_modal_projector", "visual")
+SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class FinetuneConfig:
                 raise ValueError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"finetune.max_steps must be null or >= 1, got {self.max_steps}")
-        schedule_factor(self.warmup_steps, self.schedule, self.warmup_steps, self.warmup_steps + 1)  # validates the name
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"finetune.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,9 +209,16 @@ def _quant_method(config: Any) -> str | None:
     return qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
 
 
+def model_location(name: str) -> str:
+    """A local directory with `~` expanded; a hub id unchanged."""
+    path = Path(name).expanduser()
+    return str(path) if path.is_dir() else name
+
+
 def load_base(cfg: FinetuneConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """The frozen base model (bf16, or NF4 for QLoRA) placed by `device_map`, and its tokenizer."""
-    config = AutoConfig.from_pretrained(cfg.model)
+    name = model_location(cfg.model)
+    config = AutoConfig.from_pretrained(name)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
     if cfg.device != "cpu":
         kwargs["device_map"] = cfg.device
@@ -228,10 +237,10 @@ def load_base(cfg: FinetuneConfig) -> tuple[torch.nn.Module, PreTrainedTokenizer
     if _is_multimodal(config):
         from transformers import AutoModelForImageTextToText
 
-        model = AutoModelForImageTextToText.from_pretrained(cfg.model, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
-    tok = AutoTokenizer.from_pretrained(cfg.model)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    tok = AutoTokenizer.from_pretrained(name)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -255,8 +264,7 @@ def attach_lora(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.nn.Module:
     if cfg.quantization == "4bit":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, use_rslora=cfg.use_rslora,
         target_modules=lora_targets(model, cfg), bias="none", task_type="CAUSAL_LM",
@@ -397,7 +405,7 @@ def finetune(cfg: FinetuneConfig, stop_after: int | None = None) -> FinetuneResu
             raise ValueError(f"{checkpoints[-1]} belongs to a run with other settings or data; "
                              f"delete {output / CHECKPOINTS} or choose another finetune.output")
         log.info("resuming from %s (step %d of %d)", checkpoints[-1], start, total)
-    end = total if stop_after is None else min(total, stop_after)
+    end = total if stop_after is None else max(start, min(total, stop_after))
     log.info("LoRA fine-tune of %s on %d conversations: %d steps of %d (%d x %d), %d trainable parameters of %d",
              base_id, len(data), total, cfg.batch_size, cfg.per_device_batch_size, cfg.grad_accum, n_trainable, n_total)
 
@@ -422,7 +430,7 @@ def finetune(cfg: FinetuneConfig, stop_after: int | None = None) -> FinetuneResu
     card = {
         "base_model": base_id,
         "adapter": "lora",
-        "data": str(data_path),
+        "data": str(data_path.resolve()),
         "data_sha256": data_sha,
         "data_counts": counts,
         "hyperparameters": cfg.hyperparameters(),

@@ -3,7 +3,7 @@
 import hashlib
 import math
 import random
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
