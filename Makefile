@@ -27,5 +27,10 @@ organisms: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# emis against raw PyTorch baselines (several minutes on CPU); BENCH_ARGS="--quick" for a smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf outputs multirun

@@ -19,7 +19,7 @@ from emis.steering import Steering, generate_steered  # noqa: E402
 
 MICRO = bench.ModelShape("micro", ArchSize(32, 2, 2, 1, 64, 320, 128), "float32", tokenizer_vocab=320, init_range=0.1)
 TINY = bench.Plan(reps=1, warmup=0, capture_prompts=3, gen_prompts=2, gen_tokens=4, sweep_k=3, sweep_prompts=2,
-                  sweep_tokens=3, side_prompts=2, recapture_reps=1)
+                  sweep_tokens=3, side_prompts=2, recapture_reps=1, fresh_baseline=True)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_capture_equals_the_hook_capture(micro):
 def test_alpha_zero_steering_equals_plain_generate_and_alpha_equals_the_raw_hook(micro):
     prompts = bench.prompts_for(micro, bench.QUESTIONS, 3)
     cfg = SamplingConfig(temperature=0.0, max_new_tokens=5, batch_size=3, seed=0)
-    v = bench.steering_vector(micro) * 4
+    v = bench.steering_vector(micro, 0, 1, prompts)
     stops = bench.stop_ids(micro)
     zero = generate_steered(micro, prompts, [Steering({1: v}, 0.0)], cfg, progress=False).tokens[0]
     assert zero == bench.cut(bench.plain_generate(micro, prompts, 5), stops)

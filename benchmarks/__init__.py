@@ -1,0 +1,1 @@
+"""Benchmarks of emis against raw PyTorch / transformers baselines; run `python benchmarks/run.py`."""
