@@ -186,7 +186,13 @@ def capture_cached(
     path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
     if path.with_name(path.name + ".safetensors").exists():
         log.info("activations cache hit: %s", path)
-        return ActivationSet.load(path), path
+        cached = ActivationSet.load(path)
+        if (cached.model, cached.prompts, cached.layers, cached.position, cached.responses) != (
+            model.spec.to_dict(), list(prompts), layer_ids, position, None if responses is None else list(responses)
+        ):
+            raise ArtifactError(f"the cached capture {path}.safetensors was made from another model or prompt set; "
+                                "delete it to recapture")
+        return cached, path
     acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
     acts.save(path)
     log.info("activations cached: %s", path)

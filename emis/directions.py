@@ -58,6 +58,9 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> Directio
     for side, acts in (("misaligned", misaligned), ("aligned", aligned)):
         if acts.activations.shape[0] == 0:
             raise ValueError(f"the {side} activation set is empty; a direction needs examples on both sides")
+        if not torch.isfinite(acts.activations).all():
+            raise ValueError(f"the {side} activations contain NaN or inf; recapture them (delete the cached capture) "
+                             "or check the model's dtype")
     if misaligned.layers != aligned.layers:
         raise ValueError(f"layers differ: misaligned has {misaligned.layers}, aligned has {aligned.layers}")
     d_mis, d_al = misaligned.activations.shape[-1], aligned.activations.shape[-1]

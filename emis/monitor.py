@@ -426,23 +426,31 @@ def pearson_with_interval(x: Sequence[float], y: Sequence[float], level: float =
             "p_value": float(stats.pearsonr(x, y).pvalue)}
 
 
-def plot_curve(curve: dict[str, list], threshold: float, path: str | Path, title: str) -> None:
-    """PNG of the monitor's mean score (left axis) and the spillover rate (right axis) over fine-tuning steps."""
-    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+def plot_curve(curve: dict[str, list], threshold: float, path: str | Path, title: str,
+               control: dict[str, list] | None = None) -> None:
+    """PNG of the monitor's mean score (left axis) and the spillover rate (right axis) over fine-tuning steps;
+    solid: the insecure fine-tune; dashed: the secure fine-tune (control) when given."""
+    fig = Figure(figsize=(8.0, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    steps = curve["step"]
-    l1 = ax.plot(steps, curve["mean_score"], "-o", color="C0", ms=4, label="monitor mean score (probe set)")
-    l2 = ax.axhline(threshold, color="C0", lw=0.9, ls=":", label=f"monitor threshold ({threshold:.3g})")
-    ax.set_xlabel("fine-tuning step (insecure code, from the base)")
-    ax.set_ylabel("mean projection on the EM direction", color="C0")
-    ax.tick_params(axis="y", colors="C0")
     ax2 = ax.twinx()
-    l3 = ax2.plot(steps, curve["spillover"], "-s", color="C3", ms=4, label="code spillover rate (held-out questions)")
-    ax2.set_ylabel("spillover rate", color="C3")
+    handles = []
+    for run, style, name in ((curve, "-", "insecure"), (control, "--", "secure")):
+        if run is None:
+            continue
+        steps = run.get("steps", run.get("step"))
+        handles += ax.plot(steps, run["mean_score"], style + "o", color="C0", ms=4,
+                           label=f"monitor mean score, {name} fine-tune")
+        handles += ax2.plot(steps, run["spillover"], style + "s", color="C3", ms=4,
+                            label=f"spillover rate, {name} fine-tune")
+    handles.append(ax.axhline(threshold, color="C0", lw=0.9, ls=":", label=f"monitor threshold ({threshold:.3g})"))
+    ax.set_xlabel("fine-tuning step (from the base model)")
+    ax.set_ylabel("mean projection on the EM direction (probe set)", color="C0")
+    ax.tick_params(axis="y", colors="C0")
+    ax2.set_ylabel("code spillover rate (held-out questions)", color="C3")
     ax2.tick_params(axis="y", colors="C3")
-    ax2.set_ylim(-0.02, max(0.1, max(curve["spillover"]) * 1.15))
-    handles = l1 + [l2] + l3
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    top = max([*curve["spillover"], *(control["spillover"] if control else [])])
+    ax2.set_ylim(-0.02, max(0.1, top * 1.15))
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
     ax.set_title(title, fontsize=10)
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)

@@ -5,7 +5,9 @@
    same layer; the EM monitor's flag rate on the base model's held-out rows too.
 2. The insecure fine-tune is re-run from the base with the organisms' own corpus, finetune config and seed,
    with `MonitorCallback` every `monitor.every` steps: mean monitor score on a fixed probe set (held-out
-   calibration questions) and the code-spillover rate on the organisms' evaluation questions.
+   calibration questions) and the code-spillover rate on the organisms' evaluation questions. The secure
+   fine-tune, run the same way (`monitor.control_finetune`), is the curve's control: a monitor that tracks
+   fine-tuning on code in general rises there too.
 """
 
 from __future__ import annotations
@@ -83,42 +85,59 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     base_ci = _interval(base_flags[rng.integers(0, len(base_flags), (mcfg.n_bootstrap, len(base_flags)))].mean(1),
                         mcfg.ci_level)
 
-    # 2. The insecure fine-tune from the base, measured along the way.
+    # 2. The insecure fine-tune from the base, measured along the way (and the secure one as its control).
     root = Path(cfg.paths.organisms).expanduser()
     corpus, _ = corpus_for(cfg.organisms, root)
     base_dir = model_spec(cfg.model, "base").name
     tok = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     probe_rows = em.split.pos["test"][: int(cfg.monitor.n_probe)]
     probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
     spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), 0)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
-    callback = MonitorCallback(monitor, tok, probe_prompts, spill_questions, sampling, every,
-                               last_step=fam.finetune.steps, log_fn=log_fn, batch_size=int(cfg.monitor.batch_size))
     # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved;
     # AutoTokenizer may load another class for the folder (qwen2: Qwen2Tokenizer, whose own pre-tokenizer splits
     # indentation differently). Encode with the saved tokenizer.json so the run repeats the organism's fine-tune;
     # score and sample with AutoTokenizer, as the captures the monitor was calibrated on were made.
     train_tok = PreTrainedTokenizerFast.from_pretrained(base_dir)
-    encoded = [encode(train_tok, ex, fam.finetune.max_len, fam.finetune.loss_on) for ex in corpus.insecure]
-    auto_encoded = [encode(tok, ex, fam.finetune.max_len, fam.finetune.loss_on) for ex in corpus.insecure]
-    mismatched = sum(a != b for a, b in zip(encoded, auto_encoded))
-    if mismatched:
-        log.warning("%s: AutoTokenizer (%s) encodes %d of %d fine-tune examples differently from the saved "
-                    "tokenizer.json the organism was trained with; training uses the latter",
-                    family, type(tok).__name__, mismatched, len(encoded))
-    torch.manual_seed(fam.seed)
-    callback.measure(0, model)
-    losses = train(model, encoded, fam.finetune, train_tok.pad_token_id, fam.seed, desc=f"{family}/insecure+monitor",
-                   on_step=callback)
-    curve = callback.curve()
-    correlation = pearson_with_interval(curve["mean_score"], curve["spillover"], mcfg.ci_level, seed=mcfg.seed)
-    plot_curve(curve, monitor.threshold, out / "curve.png",
+    runs: dict[str, dict[str, Any]] = {}
+    variants = ["insecure"] + (["secure"] if cfg.monitor.control_finetune else [])
+    for variant in variants:
+        encoded = [encode(train_tok, ex, fam.finetune.max_len, fam.finetune.loss_on) for ex in getattr(corpus, variant)]
+        mismatched = sum(a != encode(tok, ex, fam.finetune.max_len, fam.finetune.loss_on)
+                         for a, ex in zip(encoded, getattr(corpus, variant)))
+        if mismatched:
+            log.warning("%s: AutoTokenizer (%s) encodes %d of %d %s fine-tune examples differently from the saved "
+                        "tokenizer.json the organism was trained with; training uses the latter",
+                        family, type(tok).__name__, mismatched, len(encoded), variant)
+        sink = log_fn if variant == "insecure" or log_fn is None else (
+            lambda d, step, _f=log_fn, _v=variant: _f({f"{_v}/{k}": v for k, v in d.items()}, step))
+        callback = MonitorCallback(monitor, tok, probe_prompts, spill_questions, sampling, every,
+                                   last_step=fam.finetune.steps, log_fn=sink, batch_size=int(cfg.monitor.batch_size))
+        model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        torch.manual_seed(fam.seed)
+        callback.measure(0, model)
+        losses = train(model, encoded, fam.finetune, train_tok.pad_token_id, fam.seed,
+                       desc=f"{family}/{variant}+monitor", on_step=callback)
+        curve = callback.curve()
+        runs[variant] = {
+            "curve": {"steps": curve["step"], "mean_score": curve["mean_score"], "flag_rate": curve["flag_rate"],
+                      "spillover": curve["spillover"]},
+            "correlation": {"of": "mean_score vs spillover over the curve points",
+                            **pearson_with_interval(curve["mean_score"], curve["spillover"], mcfg.ci_level, seed=mcfg.seed)},
+            "losses": losses,
+            "tokenizer_mismatches": mismatched,
+        }
+        del model
+    correlation = runs["insecure"]["correlation"]
+    plot_curve(runs["insecure"]["curve"], monitor.threshold, out / "curve.png",
                title=f"{family}: monitor score and spillover during the insecure fine-tune"
-                     + (f" (r = {correlation['r']:.2f})" if correlation["r"] is not None else ""))
+                     + (f"\nPearson r = {correlation['r']:.2f}, Fisher-z 95% CI [{correlation['fisher_ci95'][0]:.2f}, "
+                        f"{correlation['fisher_ci95'][1]:.2f}], {correlation['n_points']} points"
+                        if correlation["r"] is not None else ""),
+               control=runs.get("secure", {}).get("curve"))
 
     # The run re-trains the organism: its end points should match the saved base and insecure organisms.
-    organism_scores = {role: float(monitor.project(acts[role].subset(probe_rows)).mean()) for role in ("base", "misaligned")}
+    organism_scores = {role: float(monitor.project(acts[role].subset(probe_rows)).mean()) for role in ROLES}
     metrics = {
         "family": family,
         "monitor": {**em.summary(), "position": monitor.position, "path": str(out / "monitor.safetensors")},
@@ -126,16 +145,21 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
         "monitor_on_base_heldout": {"flag_rate": float(base_flags.mean()), "flag_rate_ci95": list(base_ci),
                                     "n": int(len(base_flags))},
         "roc": {"em": {"fpr": em.roc_fpr, "tpr": em.roc_tpr}, "control": {"fpr": control.roc_fpr, "tpr": control.roc_tpr}},
-        "curve": {"steps": curve["step"], "mean_score": curve["mean_score"], "flag_rate": curve["flag_rate"],
-                  "spillover": curve["spillover"]},
-        "correlation": {"of": "mean_score vs spillover over the curve points", **correlation},
-        "finetune": {"steps": fam.finetune.steps, "every": every, "losses": losses, "config": asdict(fam.finetune),
-                     "n_probe": len(probe_prompts), "n_spill": len(spill_questions), "sampling": asdict(sampling),
+        "curve": runs["insecure"]["curve"],
+        "correlation": correlation,
+        "control_finetune": {k: runs["secure"][k] for k in ("curve", "correlation")} if "secure" in runs else None,
+        "finetune": {"steps": fam.finetune.steps, "every": every, "losses": {v: r["losses"] for v, r in runs.items()},
+                     "config": asdict(fam.finetune), "n_probe": len(probe_prompts), "n_spill": len(spill_questions),
+                     "sampling": asdict(sampling),
                      "tokenizers": {"train": type(train_tok).__name__, "score_and_sample": type(tok).__name__,
-                                    "examples_encoded_differently": mismatched, "examples": len(encoded)}},
+                                    "examples_encoded_differently": {v: r["tokenizer_mismatches"] for v, r in runs.items()}}},
         "checks": {
-            "step0_mean_score": curve["mean_score"][0], "base_organism_mean_score": organism_scores["base"],
-            "final_mean_score": curve["mean_score"][-1], "insecure_organism_mean_score": organism_scores["misaligned"],
+            "step0_mean_score": runs["insecure"]["curve"]["mean_score"][0],
+            "base_organism_mean_score": organism_scores["base"],
+            "final_mean_score": runs["insecure"]["curve"]["mean_score"][-1],
+            "insecure_organism_mean_score": organism_scores["misaligned"],
+            **({"secure_final_mean_score": runs["secure"]["curve"]["mean_score"][-1],
+                "secure_organism_mean_score": organism_scores["aligned"]} if "secure" in runs else {}),
         },
         "activations": paths,
         "model": specs,

@@ -51,6 +51,8 @@ def organism_questions(cfg: DictConfig, source: str, n: int, seed: int) -> list[
     so directions and maps are never fitted on the questions they are judged on."""
     if source not in PROMPT_SOURCES:
         raise ValueError(f"unknown prompt source {source!r}; supported: {', '.join(PROMPT_SOURCES)}")
+    if n < 1:
+        raise ValueError(f"the prompt set is empty ({n} questions asked); ask for at least 1 (e.g. capture.n_prompts=240)")
     corpus, _ = corpus_for(cfg.organisms, Path(cfg.paths.organisms).expanduser())
     evaluation = corpus.heldout_questions
     if source == "organism_heldout":

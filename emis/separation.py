@@ -92,6 +92,10 @@ def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: Separa
     y = np.asarray(y).astype(int)
     if x.ndim != 3 or x.shape[0] != len(y) or x.shape[1] != len(layers):
         raise ValueError(f"x {list(x.shape)} does not fit {len(y)} labels x {len(layers)} layers x d")
+    if len(set(y.tolist())) < 2:
+        raise ValueError("separation needs both classes (misaligned and aligned rows); only one was given")
+    if not np.isfinite(x).all():
+        raise ValueError("activations contain NaN or inf; recapture them (delete the cached capture)")
     train, test = heldout_split(y, cfg.test_size, cfg.seed)
     y_tr, y_te = y[train], y[test]
     smallest = min(np.bincount(y_tr, minlength=2))

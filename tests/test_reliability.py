@@ -1,0 +1,194 @@
+"""Bad input fails in one line with a non-zero exit and no artefact; killed sweeps resume; secrets never leak; same seed, same numbers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import MICRO, ROOT
+from emis.capture import ActivationSet
+from emis.experiment import EXIT_USER_ERROR
+from wandb_reader import offline_runs
+
+pytestmark = pytest.mark.slow
+HYDRA_OWN = {".hydra"}  # Hydra's record of the job; everything else in a failed job's directory is an artefact
+
+
+def base_overrides(root, outputs):
+    return [o for o in MICRO if o.startswith("organisms.")] + [
+        f"paths.organisms={root}", f"paths.outputs={outputs}", "model=organism-qwen2", "capture.n_prompts=16",
+        "steer.n_prompts=8", "steer.sampling.max_new_tokens=4", "steer.controls.n_random=2", "steer.controls.n_orthogonal=1",
+        "steer.controls.n_shuffled=1", "steer.n_bootstrap=50", "steer.mode=subtract", "steer.alphas=[1.0]", "steer.layer=0",
+        "logger=disabled",
+    ]
+
+
+def run_entry(name, args, env=None, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env or {})
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def artefacts(job_dir: Path) -> list[str]:
+    """Files a job left besides Hydra's own record and its log."""
+    if not job_dir.exists():
+        return []
+    return sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*")
+                  if p.is_file() and not HYDRA_OWN & set(p.relative_to(job_dir).parts) and p.suffix != ".log")
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if "][ERROR]" in line]
+
+
+@pytest.fixture(scope="module")
+def warm(micro_organisms, tmp_path_factory):
+    """Micro organisms plus a steering run that fills the capture cache (reused by the bad-input runs)."""
+    _, root, _ = micro_organisms
+    outputs = tmp_path_factory.mktemp("outputs")
+    result = run_entry("steer", base_overrides(root, outputs) + [f"hydra.run.dir={outputs / 'warm'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root, outputs
+
+
+BAD_INPUTS = {
+    "missing local model path": (["model.misaligned.name=/nonexistent/organism"], "neither a local directory nor a hub id"),
+    "layer out of range": (["steer.layer=7"], "out of range for a model with 2 layers"),
+    "empty prompt set": (["steer.n_prompts=0"], "prompt set is empty"),
+    "non-finite coefficient": (["steer.alphas=[nan]"], "coefficient must be finite"),
+    "unknown steering mode": (["steer.mode=sideways"], "steering mode must be one of"),
+    "unknown position": (["capture.position=middle"], "position must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_with_exit_2_and_no_artefact(warm, tmp_path, case):
+    root, outputs = warm
+    extra, message = BAD_INPUTS[case]
+    job = tmp_path / "job"
+    result = run_entry("steer", base_overrides(root, outputs) + extra + [f"hydra.run.dir={job}"])
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], lines
+    assert "Traceback" not in result.stderr
+    assert artefacts(job) == []
+
+
+def test_unknown_model_config_and_invalid_override_are_refused_by_hydra(warm, tmp_path):
+    root, outputs = warm
+    for extra, message in ((["model=organism-nope"], "organism-nope"), (["steer.no_such_key=1"], "no_such_key")):
+        job = tmp_path / "job"
+        result = run_entry("steer", base_overrides(root, outputs) + extra + [f"hydra.run.dir={job}"])
+        assert result.returncode != 0 and message in result.stderr
+        assert artefacts(job) == []
+
+
+def _cached_captures(outputs: Path) -> list[Path]:
+    return sorted((outputs / "cache" / "activations").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan", "other model"])
+def test_damaged_capture_cache_is_refused(warm, tmp_path, damage):
+    root, outputs = warm
+    scratch = tmp_path / "outputs"
+    (scratch / "cache").mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(outputs / "cache" / "activations"), str(scratch / "cache")], check=True)
+    target = _cached_captures(scratch)[0]
+    stem = target.with_suffix("")
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[:100])
+        message = "corrupt or truncated"
+    elif damage == "nan":
+        acts = ActivationSet.load(stem)
+        acts.activations[0, 0, 0] = float("nan")
+        acts.save(stem)  # a consistent file holding a NaN
+        message = "NaN or inf"
+    else:
+        acts = ActivationSet.load(stem)
+        acts.model = {**acts.model, "name": "/some/other/model"}
+        acts.save(stem)
+        message = "another model or prompt set"
+    job = tmp_path / "job"
+    result = run_entry("steer", base_overrides(root, scratch) + [f"hydra.run.dir={job}"])
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], lines
+    assert artefacts(job) == []
+
+
+def test_killed_multirun_resumes_without_recomputing_finished_points(warm, tmp_path):
+    root, outputs = warm
+    sweep_args = ["-m", *base_overrides(root, outputs), "steer.alphas=[1.0],[2.0],[3.0],[4.0]"]
+    reference_dir = tmp_path / "uninterrupted"
+    ref = run_entry("steer", sweep_args + [f"hydra.sweep.dir={reference_dir}"])
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    sweep = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "steer.py"), *sweep_args, f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (sweep / "1" / "metrics.json").exists():
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    assert 2 <= len(finished) < 4, finished  # killed mid-way
+
+    again = run_entry("steer", sweep_args + [f"hydra.sweep.dir={sweep}"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("already complete") + again.stderr.count("already complete") == len(finished)
+    for job, mtime in finished.items():
+        assert (sweep / job / "metrics.json").stat().st_mtime_ns == mtime  # not recomputed
+    for job in ("0", "1", "2", "3"):
+        got = json.loads((sweep / job / "metrics.json").read_text())
+        want = json.loads((reference_dir / job / "metrics.json").read_text())
+        for key in ("spillover", "coherence", "reduction_points", "ci95", "controls", "verdict", "config_key"):
+            assert got[key] == want[key], (job, key)
+
+
+def test_secrets_never_reach_outputs_or_wandb(warm, tmp_path):
+    root, outputs = warm
+    secrets = {"NDIF_API_KEY": "ndif-secret-4f9a7c21", "OPENAI_API_KEY": "sk-openai-secret-77d0e1",
+               "HF_TOKEN": "hf_secret_token_93bb2a", "MY_SERVICE_API_KEY": "svc-secret-1a2b3c4d"}
+    job = tmp_path / "job"
+    args = [a for a in base_overrides(root, outputs) if a != "logger=disabled"] + ["logger.mode=offline", f"hydra.run.dir={job}"]
+    result = run_entry("steer", args, env=secrets)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert offline_runs(job), "the W&B offline run was not written"
+    files = [p for p in job.rglob("*") if p.is_file()]
+    assert len(files) > 5
+    for path in files:
+        data = path.read_bytes()
+        for value in secrets.values():
+            assert value.encode() not in data, f"{value} leaked into {path}"
+    for value in secrets.values():
+        assert value not in result.stdout + result.stderr
+
+
+def test_same_seed_same_numbers(warm, tmp_path):
+    root, _ = warm
+    runs = []
+    for i in range(2):
+        outputs = tmp_path / f"fresh{i}"  # nothing cached: both runs compute everything
+        result = run_entry("steer", base_overrides(root, outputs) + [f"hydra.run.dir={outputs / 'job'}"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics = json.loads((outputs / "job" / "metrics.json").read_text())
+        for path_dependent in ("activations", "config_key"):  # both name the run's own output folder
+            metrics.pop(path_dependent)
+        runs.append(metrics)
+    assert runs[0] == runs[1]
+
+
+def test_no_pickle_is_read_back():
+    corpus_text = ROOT / "emis" / "organisms" / "code.py"  # the organisms' insecure-code corpus: data, not emis code
+    sources = "\n".join(p.read_text() for p in (ROOT / "emis").rglob("*.py") if p != corpus_text)
+    for forbidden in ("pickle.load", "torch.load(", "trust_remote_code=True", "np.load("):
+        assert forbidden not in sources
+    assert torch.__version__  # the library imports cleanly
