@@ -254,21 +254,25 @@ def test_monitor_stage_end_to_end(micro_qwen2, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("monitor", overrides=overrides)
     logged = []
-    metrics = run_monitor(cfg, tmp_path, log_fn=lambda d, s: logged.append(s))
+    metrics = run_monitor(cfg, tmp_path, log_fn=lambda d, s: logged.append((s, sorted(d))))
     json.dumps(metrics)
     for block in ("monitor", "control"):
         m = metrics[block]
         assert 0 <= m["auroc"] <= 1 and m["auroc_ci95"][0] <= m["auroc_ci95"][1]
         assert m["n"]["positive"]["test"] == 9
     assert metrics["control"]["layer"] == metrics["monitor"]["layer"]
-    assert metrics["curve"]["steps"] == [0, 1, 2, 3] == logged
+    assert metrics["curve"]["steps"] == metrics["control_finetune"]["curve"]["steps"] == [0, 1, 2, 3]
+    keys = ["monitor/flag_rate", "monitor/mean_score", "spillover"]
+    assert logged == [(s, keys) for s in range(4)] + [(s, [f"secure/{k}" for k in keys]) for s in range(4)]
     assert len(metrics["curve"]["spillover"]) == len(metrics["curve"]["mean_score"]) == 4
     assert metrics["correlation"]["n_points"] == 4
     checks = metrics["checks"]  # step 0 is the base organism; the re-trained fine-tune is the insecure organism
     assert checks["step0_mean_score"] == pytest.approx(checks["base_organism_mean_score"], abs=1e-4)
     assert checks["final_mean_score"] == pytest.approx(checks["insecure_organism_mean_score"], abs=1e-4)
-    card = json.loads((root / "qwen2" / "insecure" / "card.json").read_text())
-    assert metrics["finetune"]["losses"] == pytest.approx(card["losses"], abs=1e-5)  # the organism's own fine-tune
+    assert checks["secure_final_mean_score"] == pytest.approx(checks["secure_organism_mean_score"], abs=1e-4)
+    for variant in ("insecure", "secure"):  # the organisms' own fine-tunes, step for step
+        card = json.loads((root / "qwen2" / variant / "card.json").read_text())
+        assert metrics["finetune"]["losses"][variant] == pytest.approx(card["losses"], abs=1e-5)
     for name in ("monitor.safetensors", "monitor.json", "roc.png", "curve.png", "calibration.json"):
         assert (tmp_path / name).stat().st_size > 0
     back = Monitor.load(tmp_path / "monitor")
