@@ -430,7 +430,7 @@ def plot_curve(curve: dict[str, list], threshold: float, path: str | Path, title
                control: dict[str, list] | None = None) -> None:
     """PNG of the monitor's mean score (left axis) and the spillover rate (right axis) over fine-tuning steps;
     solid: the insecure fine-tune; dashed: the secure fine-tune (control) when given."""
-    fig = Figure(figsize=(8.0, 4.6), layout="constrained")
+    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
     ax = fig.add_subplot()
     ax2 = ax.twinx()
     handles = []
@@ -450,7 +450,7 @@ def plot_curve(curve: dict[str, list], threshold: float, path: str | Path, title
     ax2.tick_params(axis="y", colors="C3")
     top = max([*curve["spillover"], *(control["spillover"] if control else [])])
     ax2.set_ylim(-0.02, max(0.1, top * 1.15))
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
+    fig.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="outside lower center", ncol=3)
     ax.set_title(title, fontsize=10)
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
