@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import nnsight
 import torch
 from nnsight import TransformersModel
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ LAYER_PATHS: dict[str, str] = {
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+TOKENIZER_LOADERS = ("auto", "saved")
 NDIF_CONNECT_TIMEOUT_S = 10.0  # a reachable NDIF answers a TCP connect in well under a second
 
 
@@ -41,6 +42,7 @@ class ModelSpec:
     remote: bool | str = False  # False: here; True: NDIF; "local": serialised like NDIF, run here
     dtype: str = "float32"
     device: str = "cpu"
+    tokenizer: str = "auto"  # auto: AutoTokenizer (hub models) | saved: exactly the saved tokenizer.json (the organisms)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +73,8 @@ def remote_kwargs(spec: ModelSpec) -> dict[str, Any]:
 
 def _check_spec(spec: ModelSpec) -> None:
     """Fail early, in one line, on a spec that cannot load."""
+    if spec.tokenizer not in TOKENIZER_LOADERS:
+        raise ValueError(f"ModelSpec.tokenizer must be one of {sorted(TOKENIZER_LOADERS)}, got {spec.tokenizer!r}")
     if spec.remote not in (False, True, "local"):
         raise ValueError(f"ModelSpec.remote must be False, True or 'local', got {spec.remote!r}")
     if not isinstance(getattr(torch, spec.dtype, None), torch.dtype):
@@ -142,6 +146,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         nnsight.CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
     else:
         kwargs.update(dispatch=True, device_map=spec.device)
+    if spec.tokenizer == "saved":
+        # transformers 5 maps some model types to their own tokenizer class (qwen2 -> Qwen2Tokenizer), whose
+        # pre-tokenizer differs from the one a locally trained tokenizer.json was trained with.
+        kwargs["tokenizer"] = PreTrainedTokenizerFast.from_pretrained(spec.name, padding_side="left")
     lm = TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
     config = lm.config
     model_type = getattr(config, "model_type", None)

@@ -37,6 +37,7 @@ def model_spec(model_cfg: DictConfig, role: str) -> ModelSpec:
         remote=model_cfg.remote,
         dtype=model_cfg.dtype,
         device=model_cfg.device,
+        tokenizer=model_cfg.tokenizer,
     )
 
 

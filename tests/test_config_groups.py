@@ -9,16 +9,18 @@ from omegaconf import OmegaConf
 from conftest import CONF, ROOT
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
-PRIMARIES = ["probe", "steer", "transfer", "replicate", "build_organisms"]
+PRIMARIES = ["probe", "steer", "transfer", "replicate", "build_organisms", "finetune", "monitor"]
+OWN_PRIMARY = {"finetune", "monitor"}
 
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_option_of_every_group_composes(group, option):
+    overrides = [f"{group}={option}"]
     if group == "experiment":
-        overrides = [f"experiment={option}"]
         name = option
+    elif group in OWN_PRIMARY:  # stages with their own entry point and primary config
+        name = group
     else:
-        overrides = [f"{group}={option}"]
         name = "probe"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=overrides + [f"paths.root={ROOT}"])
@@ -30,7 +32,7 @@ def test_entry_point_configs_resolve(name):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=[f"paths.root={ROOT}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if name != "build_organisms":
+    if name not in {"build_organisms", "finetune"}:
         assert resolved["experiment"] == name
         assert (ROOT / "experiments" / f"{name}.py").is_file()
 

@@ -139,3 +139,18 @@ def test_remote_true_fails_fast_against_a_closed_port(monkeypatch):
         load_model(ModelSpec("Qwen/Qwen2.5-1.5B-Instruct", remote=True))
     assert time.perf_counter() - start < 5
     assert "\n" not in str(err.value) and "sk-fake" not in str(err.value)
+
+
+def test_saved_tokenizer_is_exactly_the_trained_one(micro_dirs):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = str(micro_dirs["qwen2"])
+    text = "def f(x):\n    return x\n        y = 2  # indented"
+    saved = PreTrainedTokenizerFast.from_pretrained(path)
+    m = load_model(ModelSpec(path, tokenizer="saved"))
+    assert m.tokenizer(text).input_ids == saved(text).input_ids
+    assert m.tokenizer.padding_side == "left"
+    # what AutoTokenizer returns for a qwen2 folder is another class with its own pre-tokenizer
+    assert type(AutoTokenizer.from_pretrained(path)).__name__ != "PreTrainedTokenizerFast"
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        load_model(ModelSpec(path, tokenizer="slow"))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from emis.io import atomic_dir, atomic_write_json
 from emis.judges.spillover import spillover_rate
@@ -74,8 +74,8 @@ def _save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, folder: Path, ca
 
 
 def _load(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a saved organism exactly as any local checkpoint is loaded."""
-    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    """Load a saved organism with exactly the tokenizer it was trained with (see ModelSpec.tokenizer)."""
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), PreTrainedTokenizerFast.from_pretrained(folder, padding_side="left")
 
 
 def evaluate(
