@@ -126,8 +126,8 @@ MODELS: dict[str, ModelShape] = {
     ),
 }
 PLANS: dict[tuple[str, bool], Plan] = {  # (model, quick) -> plan
-    ("organism", False): Plan(reps=9, warmup=2, capture_prompts=4, gen_prompts=4, gen_tokens=64, sweep_k=8,
-                              sweep_prompts=2, sweep_tokens=32, side_prompts=4, recapture_reps=9, fresh_baseline=True),
+    ("organism", False): Plan(reps=15, warmup=2, capture_prompts=4, gen_prompts=4, gen_tokens=64, sweep_k=8,
+                              sweep_prompts=2, sweep_tokens=32, side_prompts=4, recapture_reps=15, fresh_baseline=True),
     ("organism", True): Plan(reps=3, warmup=1, capture_prompts=4, gen_prompts=4, gen_tokens=16, sweep_k=8,
                              sweep_prompts=2, sweep_tokens=8, side_prompts=4, recapture_reps=3, fresh_baseline=True),
     ("qwen2.5-1.5b-shape", False): Plan(reps=5, warmup=1, capture_prompts=4, gen_prompts=2, gen_tokens=8, sweep_k=8,
@@ -538,28 +538,32 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def run_suite(shapes: list[ModelShape], plans: dict[str, Plan], threads: int, cache: Path | None = None,
-              benchmarks: list[str] | None = None, command: str = "") -> dict[str, Any]:
-    """Build and load each model, run the benchmarks on it, and return the results document."""
+              benchmarks: list[str] | None = None, command: str = "", out: Path | None = None, quick: bool = False
+              ) -> dict[str, Any]:
+    """Build and load each model, run the benchmarks on it, and return the results document; with `out`,
+    the document so far is also written there (atomically) after every benchmark, `complete` false until the end."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_suite(shapes, plans, cache, benchmarks, command)
+        return _run_suite(shapes, plans, cache, benchmarks, command, out, quick)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run_suite(shapes: list[ModelShape], plans: dict[str, Plan], cache: Path | None, benchmarks: list[str] | None,
-               command: str) -> dict[str, Any]:
+               command: str, out: Path | None, quick: bool) -> dict[str, Any]:
     chosen = benchmarks or list(BENCHMARKS)
     doc: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        "quick": quick,
         "machine": machine_info(torch.get_num_threads()),
         "goals": {k: f"<= {v} on {GOAL_MODEL}" for k, v in GOALS.items()},
         "models": {},
         "benchmarks": {name: {} for name in chosen},
         "ratios": {k: {} for k in RATIO_KEYS},
         "end_to_end": end_to_end(),
+        "complete": False,
     }
     with tempfile.TemporaryDirectory(prefix="emis-bench-") as scratch:
         for shape in shapes:
@@ -576,10 +580,15 @@ def _run_suite(shapes: list[ModelShape], plans: dict[str, Plan], cache: Path | N
                 entry["goal"] = GOALS[name]
                 entry["met"] = bool(main["median"] <= GOALS[name])
                 doc["ratios"][name][shape.name] = entry
-                log.info("%s on %s: median ratio %.3f [%.3f, %.3f] (%.1f s)", name, shape.name, main["median"],
-                         main["min"], main["max"], result["wall_s"])
+                log.info("%s on %s: median ratio %.3f [%.3f, %.3f], CPU time %.3f (%.1f s)", name, shape.name,
+                         main["median"], main["min"], main["max"], main_cpu["median"], result["wall_s"])
+                if out is not None:
+                    atomic_write_json(out, doc)
             del model
             gc.collect()
+    doc["complete"] = True
+    if out is not None:
+        atomic_write_json(out, doc)
     return doc
 
 
@@ -599,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)}")
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--reps", type=int, help="override the repetitions of every plan")
+    parser.add_argument("--warmup", type=int, help="override the warm-up runs of every plan")
+    parser.add_argument("--sweep-tokens", type=int, help="override the new tokens of sweep_batched_vs_separate")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine, a stolen core stalls every multi-threaded op)")
     parser.add_argument("--cache", type=Path, help="build the models here once and reuse them (default: a temporary folder)")
@@ -618,10 +629,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps:
         plans = {m: replace(p, reps=args.reps, sweep_reps=None, recapture_reps=min(p.recapture_reps, args.reps))
                  for m, p in plans.items()}
+    if args.warmup is not None:
+        plans = {m: replace(p, warmup=args.warmup) for m, p in plans.items()}
+    if args.sweep_tokens:
+        plans = {m: replace(p, sweep_tokens=args.sweep_tokens) for m, p in plans.items()}
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)])
-    doc = run_suite([MODELS[m] for m in names], plans, args.threads, args.cache, chosen, command)
-    doc["quick"] = args.quick
-    atomic_write_json(args.out, doc)
+    doc = run_suite([MODELS[m] for m in names], plans, args.threads, args.cache, chosen, command, args.out, args.quick)
     log.info("ratios (emis / baseline, per-repetition median [min, max]):\n%s", table(doc))
     log.info("wrote %s", args.out)
     return 0

@@ -34,8 +34,19 @@ def micro(cache):
 
 
 @pytest.fixture(scope="module")
-def doc(cache, micro):
-    return bench.run_suite([MICRO], {"micro": TINY}, threads=1, cache=cache, command="test")
+def written(cache, micro):
+    out = cache / "results.json"
+    return bench.run_suite([MICRO], {"micro": TINY}, threads=1, cache=cache, command="test", out=out), out
+
+
+@pytest.fixture(scope="module")
+def doc(written):
+    return written[0]
+
+
+def test_results_are_written_as_returned(written):
+    doc, out = written
+    assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
 
 
 def test_results_document_structure(doc):
@@ -53,7 +64,7 @@ def test_results_document_structure(doc):
     assert set(machine["versions"]) == {"torch", "transformers", "nnsight"}
     assert doc["models"]["micro"]["plan"]["reps"] == TINY.reps
     assert doc["end_to_end"]["status"] in {"missing", "read", "unreadable"}
-    json.dumps(doc)  # serialisable as written
+    assert doc["complete"] is True and doc["quick"] is False
 
 
 def test_benchmark_checks_find_emis_equal_to_the_baselines(doc):
