@@ -31,13 +31,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from emis import __version__
 from emis.chat import ChatExample, read_chat_jsonl
-from emis.io import atomic_dir, atomic_write_json
+from emis.io import atomic_dir, atomic_write_json, load_state, save_state
 from emis.organisms.train import IGNORE, Encoded, collate, encode, run_steps, schedule_factor
 
 log = logging.getLogger(__name__)
 CARD = "card.json"
 CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.pt"
+TRAINER_STATE = "trainer_state"  # .safetensors + .json (emis.io.save_state): no pickle
 # The original recipe's explicit list: every linear projection of attention and MLP.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Sub-modules of multimodal checkpoints (e.g. Ministral 3) that LoRA must leave alone: only the language model is tuned.
@@ -298,7 +298,7 @@ def _checkpoint_dirs(output: Path) -> list[Path]:
     folder = output / CHECKPOINTS
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("step-*") if (p / TRAINER_STATE).is_file())
+    return sorted(p for p in folder.glob("step-*") if (p / f"{TRAINER_STATE}.json").is_file())
 
 
 def save_checkpoint(output: Path, model: Any, opt: torch.optim.Optimizer, sched: Any, step: int,
@@ -313,7 +313,7 @@ def save_checkpoint(output: Path, model: Any, opt: torch.optim.Optimizer, sched:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-        torch.save(state, tmp / TRAINER_STATE)
+        save_state(tmp / TRAINER_STATE, state)
     for old in _checkpoint_dirs(output):
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
@@ -325,7 +325,7 @@ def load_checkpoint(folder: Path, model: Any, opt: torch.optim.Optimizer, sched:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
+    state = load_state(folder / TRAINER_STATE)
     device = next(p for p in model.parameters() if p.requires_grad).device
     result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors", device=str(device)))
     missing_lora = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]

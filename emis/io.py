@@ -97,3 +97,51 @@ def load_tensor_artifact(path: str | Path, name: str) -> tuple[torch.Tensor, dic
     if _digest(tensor) != expected["sha256"]:
         raise ArtifactError(f"{st} does not match the checksum in {js.name}; delete both files and recompute")
     return tensor, meta
+
+
+def _encode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able skeleton of nested containers; tensors moved into `tensors` and referenced by name."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {"tensor": name}
+    if isinstance(obj, dict):
+        return {"dict": [[_encode_state(k, tensors), _encode_state(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"tuple" if isinstance(obj, tuple) else "list": [_encode_state(v, tensors) for v in obj]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"value": obj}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a state file (only tensors, containers and scalars)")
+
+
+def _decode_state(node: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    (kind, value), = node.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "dict":
+        return {_decode_state(k, tensors): _decode_state(v, tensors) for k, v in value}
+    if kind in ("list", "tuple"):
+        items = [_decode_state(v, tensors) for v in value]
+        return tuple(items) if kind == "tuple" else items
+    return value
+
+
+def save_state(path: str | Path, state: Any) -> None:
+    """Nested state (e.g. optimizer and scheduler state dicts) as `<path>.safetensors` + `<path>.json`: no pickle."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode_state(state, tensors)
+    with atomic_file(path.with_name(path.name + ".safetensors"), "wb") as f:
+        f.write(save_safetensors(tensors))
+    atomic_write_json(path.with_name(path.name + ".json"), skeleton)
+
+
+def load_state(path: str | Path) -> Any:
+    """What `save_state` wrote, rebuilt with the same container types and dict key types."""
+    path = Path(path)
+    try:
+        tensors = load_safetensors(path.with_name(path.name + ".safetensors").read_bytes())
+        skeleton = json.loads(path.with_name(path.name + ".json").read_text())
+        return _decode_state(skeleton, tensors)
+    except (OSError, json.JSONDecodeError, SafetensorError, KeyError, ValueError) as err:
+        raise ArtifactError(f"{path}: unreadable state ({err}); delete it to start over") from None
