@@ -93,6 +93,7 @@ class ModelShape:
     init_range: float = 0.02
     rope_theta: float = 10000.0
     extra: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = "auto"  # ModelSpec.tokenizer: "saved" loads exactly the trained tokenizer.json, as the organisms do
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,12 @@ class Plan:
 
 
 MODELS: dict[str, ModelShape] = {
-    # The qwen2 organism's size (conf/organisms/default.yaml).
+    # The qwen2 organism's size (conf/organisms/default.yaml), loaded as conf/model/organism-qwen2.yaml loads it.
     "organism": ModelShape(
-        "organism", ArchSize(192, 4, 4, 2, 512, 2048, 512), "float32", tokenizer_vocab=2048
+        "organism", ArchSize(192, 4, 4, 2, 512, 2048, 512), "float32", tokenizer_vocab=2048, tokenizer="saved"
     ),
-    # Qwen/Qwen2.5-1.5B-Instruct's published config.json, random weights; bfloat16 like the published weights.
+    # Qwen/Qwen2.5-1.5B-Instruct's published config.json, random weights; bfloat16 like the published weights;
+    # loaded like a hub model (AutoTokenizer).
     "qwen2.5-1.5b-shape": ModelShape(
         "qwen2.5-1.5b-shape", ArchSize(1536, 28, 12, 2, 8960, 151936, 32768), "bfloat16", tokenizer_vocab=4096,
         rope_theta=1_000_000.0, extra={"max_window_layers": 21},
@@ -173,7 +175,7 @@ def prepare_model(shape: ModelShape, cache: Path | None, scratch: Path) -> tuple
     else:
         log.info("reusing %s from %s", shape.name, folder)
     t0 = time.perf_counter()
-    model = load_model(ModelSpec(str(folder), dtype=shape.dtype))
+    model = load_model(ModelSpec(str(folder), dtype=shape.dtype, tokenizer=shape.tokenizer))
     model.lm._module.eval()
     info["load_s"] = round(time.perf_counter() - t0, 2)
     info["n_params"] = sum(p.numel() for p in model.lm._module.parameters())

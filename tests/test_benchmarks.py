@@ -17,7 +17,8 @@ from emis.organisms.families import ArchSize  # noqa: E402
 from emis.organisms.sample import SamplingConfig  # noqa: E402
 from emis.steering import Steering, generate_steered  # noqa: E402
 
-MICRO = bench.ModelShape("micro", ArchSize(32, 2, 2, 1, 64, 320, 128), "float32", tokenizer_vocab=320, init_range=0.1)
+MICRO = bench.ModelShape("micro", ArchSize(32, 2, 2, 1, 64, 320, 128), "float32", tokenizer_vocab=320, init_range=0.1,
+                         tokenizer="saved")
 TINY = bench.Plan(reps=1, warmup=0, capture_prompts=3, gen_prompts=2, gen_tokens=4, sweep_k=3, sweep_prompts=2,
                   sweep_tokens=3, side_prompts=2, recapture_reps=1, fresh_baseline=True)
 
