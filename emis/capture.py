@@ -120,7 +120,7 @@ def _readout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 def _trace_batch(model: LoadedModel, inputs: dict, mask: torch.Tensor | None, layers: list[int]) -> torch.Tensor:
     """One forward pass reading every requested layer: [B, L, d] float32."""
     saved = []
-    with model.lm.trace(inputs, **remote_kwargs(model.spec)):
+    with torch.no_grad(), model.lm.trace(inputs, **remote_kwargs(model.spec)):  # no autograd graph: reading only
         for i in layers:
             saved.append(_readout(residual(model.layers[i].output), mask).detach().cpu().save())
     return torch.stack([s.float() for s in saved], dim=1)

@@ -24,7 +24,7 @@ def answer_logprobs(model: LoadedModel, prompts: Sequence[str], answers: Sequenc
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         inputs, mask = encode_texts(model, [prompts[i] for i in idx], [answers[i] for i in idx])
-        with model.lm.trace(inputs, **remote_kwargs(model.spec)):
+        with torch.no_grad(), model.lm.trace(inputs, **remote_kwargs(model.spec)):
             logits = model.lm.output.logits.detach().cpu().save()
         logp = torch.log_softmax(logits.double()[:, :-1], dim=-1)
         token_lp = logp.gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
