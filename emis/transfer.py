@@ -145,9 +145,12 @@ class TransferRun:
         d_em = diff_in_means(donor_acts["misaligned"], donor_acts["aligned"])
         d_row = d_em.layers.index(self.layer(donor_acts))
         r_row = receiver_acts["misaligned"].layers.index(r.layer)
-        # paired rows: the same question through the donor's and the receiver's misaligned models, then aligned models
-        x = np.concatenate([donor_acts[k].activations[:, d_row].double().numpy() for k in ("misaligned", "aligned")])
-        y = np.concatenate([receiver_acts[k].activations[:, r_row].double().numpy() for k in ("misaligned", "aligned")])
+        # Paired rows: the same questions through the donor's and the receiver's models of `transfer.map.fit_on`.
+        # Fitting on rows that hold both sides of the EM contrast would let the map learn the receiver's own
+        # contrast, and any donor direction would come out as the receiver's native one.
+        roles = list(self.t.map.fit_on)
+        x = np.concatenate([donor_acts[k].activations[:, d_row].double().numpy() for k in roles])
+        y = np.concatenate([receiver_acts[k].activations[:, r_row].double().numpy() for k in roles])
         fitted = fit_map(x, y, self.map_cfg)
         raw = fitted.push(d_em.vectors[d_row])
         norm = r.native.norm() if self.t.rescale == "native_norm" else raw.norm()

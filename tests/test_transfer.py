@@ -74,7 +74,7 @@ def test_self_transfer_recovers_the_native_direction(micro_organisms, tmp_path):
     overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
     overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "capture.n_prompts=96",
                   "transfer.n_prompts=12", "transfer.max_new_tokens=6", "transfer.controls.n_mapped_random=3",
-                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-4,1e-3]"]
+                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-8,1e-6]"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("transfer", overrides=overrides)
     run = TransferRun(cfg)
