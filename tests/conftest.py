@@ -48,3 +48,11 @@ def micro_organisms(tmp_path_factory):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("build_organisms", overrides=MICRO + [f"paths.organisms={root}", f"paths.root={ROOT}"])
     return cfg, root, build_all(cfg.organisms, root)
+
+
+def compose_on_micro(config_name: str, root, outputs, extra: list[str]):
+    """An entry point's config pointed at the micro organisms under `root`, writing under `outputs`."""
+    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
+    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={outputs}", *extra]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name, overrides=overrides)

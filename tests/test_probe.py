@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from conftest import CONF, MICRO, ROOT
+from conftest import compose_on_micro
 from emis.probe import run_probe
 
 
@@ -15,11 +14,8 @@ from emis.probe import run_probe
 def probe_run(micro_organisms, tmp_path_factory):
     _, root, _ = micro_organisms
     out = tmp_path_factory.mktemp("probe")
-    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
-    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={out}", "model=organism-gemma2",
-                  "capture.n_prompts=12", "separation.n_bootstrap=50", "separation.cv_folds=2"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("probe", overrides=overrides)
+    cfg = compose_on_micro("probe", root, out, [
+        "model=organism-gemma2", "capture.n_prompts=12", "separation.n_bootstrap=50", "separation.cv_folds=2"])
     return run_probe(cfg, out), out
 
 
@@ -49,12 +45,9 @@ def test_directions_are_the_difference_of_the_cached_means(probe_run):
 
 def test_responses_contrast_splits_the_models_own_answers(micro_organisms, tmp_path):
     _, root, _ = micro_organisms
-    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
-    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "model=organism-qwen2",
-                  "capture.n_prompts=40", "separation.n_bootstrap=50", "separation.cv_folds=2", "probe.contrast=responses",
-                  "probe.sampling.max_new_tokens=12"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("probe", overrides=overrides)
+    cfg = compose_on_micro("probe", root, tmp_path, [
+        "model=organism-qwen2", "capture.n_prompts=40", "separation.n_bootstrap=50", "separation.cv_folds=2",
+        "probe.contrast=responses", "probe.sampling.max_new_tokens=12"])
     try:
         metrics = run_probe(cfg, tmp_path)
     except ValueError as err:  # a micro organism may answer everything one way; the refusal must say so

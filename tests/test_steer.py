@@ -4,9 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-
-from conftest import CONF, MICRO, ROOT
+from conftest import compose_on_micro
 from emis.judges.spillover import contains_code
 from emis.specificity import SPECIFIC, NOT_SPECIFIC
 from emis.steer import best_point, resolve_layers, run_steer
@@ -16,13 +14,10 @@ from emis.steer import best_point, resolve_layers, run_steer
 def steer_run(micro_organisms, tmp_path_factory):
     _, root, _ = micro_organisms
     out = tmp_path_factory.mktemp("steer")
-    overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
-    overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={out}", "model=organism-qwen2",
-                  "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]", "steer.mode=subtract",
-                  "steer.sampling.max_new_tokens=6", "steer.controls.n_random=3", "steer.controls.n_orthogonal=2",
-                  "steer.controls.n_shuffled=2", "steer.n_bootstrap=100"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("steer", overrides=overrides)
+    cfg = compose_on_micro("steer", root, out, [
+        "model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
+        "steer.mode=subtract", "steer.sampling.max_new_tokens=6", "steer.controls.n_random=3",
+        "steer.controls.n_orthogonal=2", "steer.controls.n_shuffled=2", "steer.n_bootstrap=100"])
     return run_steer(cfg, out), out
 
 
