@@ -1,6 +1,5 @@
 """Every config group composes, and every entry point's primary config resolves."""
 
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
