@@ -41,6 +41,14 @@ def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, n: int, seed: int
     return float(lo), float(hi)
 
 
+def effects_by_family(families: list[str], before: np.ndarray, afters: list[np.ndarray]) -> dict[str, list[float]]:
+    """Reduction (points) of each control run, grouped by the family named at the same position."""
+    out: dict[str, list[float]] = {}
+    for family, after in zip(families, afters, strict=True):
+        out.setdefault(family, []).append(effect_points(before, after))
+    return out
+
+
 def summarise_controls(real: float, effects: dict[str, list[float]]) -> dict[str, ControlSummary]:
     """Per family: effects, 95th percentile and the real effect's percentile within them."""
     out = {}

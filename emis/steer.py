@@ -26,7 +26,7 @@ from emis.judges.spillover import contains_code
 from emis.models import LoadedModel, load_model
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.probe import model_spec, organism_questions, role_activations
-from emis.specificity import ControlSummary, effect_points, paired_bootstrap_ci, summarise_controls, verdict
+from emis.specificity import ControlSummary, effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
 from emis.steering import SteeredGenerations, Steering, generate_steered, scaled_direction
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,10 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     magnitude = vectors[layer].norm()
     flat = [(family, d * magnitude) for family, dirs in families.items() for d in dirs]
     controls, _ = run_sweep(model, prompts, [steering(layer, v, alphas[b]) for _, v in flat], sampling, samples, reference, cache)
-    effects: dict[str, list[float]] = {family: [] for family in families}
+    names = [family for family, _ in flat]
+    effects = effects_by_family(names, unsteered, controls.spill)
     control_spill: dict[str, list[float]] = {family: [] for family in families}
-    for (family, _), spill in zip(flat, controls.spill):
-        effects[family].append(effect_points(unsteered, spill))
+    for family, spill in zip(names, controls.spill):
         control_spill[family].append(float(spill.mean()))
     summaries: dict[str, ControlSummary] = summarise_controls(reduction, effects)
     result = verdict(reduction, ci, summaries)

@@ -28,7 +28,7 @@ from emis.io import atomic_file
 from emis.models import LoadedModel, load_model
 from emis.organisms.sample import SamplingConfig
 from emis.probe import model_spec, role_activations
-from emis.specificity import effect_points, paired_bootstrap_ci, summarise_controls, verdict
+from emis.specificity import effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
 from emis.steer import Reference, SweepOutcome, best_point, evaluation_prompts, generation_cache, resolve_layers, run_sweep
 from emis.steering import Steering
 
@@ -136,8 +136,9 @@ class TransferRun:
         unsteered = sweep.spill[self.alphas.index(0.0)]
         rand = random_directions(model.d_model, int(self.t.controls.n_native_random), self.seed + 1) * native.norm()
         rand_out, _ = self._steer(model, layer, prompts, list(rand), [self.alphas[b]], reference)
-        log.info("%s: native reduction %.1f points at layer %d, α=%g", name, effect_points(unsteered, sweep.spill[b]), layer, self.alphas[b])
-        return Receiver(name, model, layer, prompts, native, unsteered, reference, effect_points(unsteered, sweep.spill[b]),
+        reduction = effect_points(unsteered, sweep.spill[b])
+        log.info("%s: native reduction %.1f points at layer %d, α=%g", name, reduction, layer, self.alphas[b])
+        return Receiver(name, model, layer, prompts, native, unsteered, reference, reduction,
                         self._ci(unsteered, sweep.spill[b]), self.alphas[b], [effect_points(unsteered, s) for s in rand_out.spill])
 
     def pair(self, donor: str, donor_acts: dict[str, ActivationSet], r: Receiver, receiver_acts: dict[str, ActivationSet]) -> dict[str, Any]:
@@ -171,9 +172,7 @@ class TransferRun:
         }
         flat = [(fam, scaled(v)) for fam, vs in mapped_controls.items() for v in vs]
         ctrl_out, _ = self._steer(r.model, r.layer, r.prompts, [v for _, v in flat], [self.alphas[b]], r.reference)
-        effects: dict[str, list[float]] = {fam: [] for fam, vs in mapped_controls.items() if vs}
-        for (fam, _), spill in zip(flat, ctrl_out.spill):
-            effects[fam].append(effect_points(r.unsteered, spill))
+        effects = effects_by_family([fam for fam, _ in flat], r.unsteered, ctrl_out.spill)
         effects["native_random"] = r.random_effects
         summaries = summarise_controls(reduction, effects)
         result = verdict(reduction, ci, summaries)

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from emis.specificity import NOT_SPECIFIC, SPECIFIC, effect_points, paired_bootstrap_ci, summarise_controls, verdict
+from emis.specificity import (
+    NOT_SPECIFIC, SPECIFIC, effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict,
+)
 
 
 def test_effect_points_by_hand():
@@ -35,3 +37,12 @@ def test_verdict_rule():
     assert verdict(15.0, (10.0, 20.0), beaten) == NOT_SPECIFIC  # below the random family's 95th percentile
     with pytest.raises(ValueError):
         verdict(1.0, (0.5, 2.0), {})
+
+
+def test_effects_are_grouped_by_family_in_order():
+    before = np.array([1, 1, 0, 1], float)
+    afters = [np.array([0, 1, 0, 1], float), np.array([1, 1, 0, 1], float), np.zeros(4)]
+    got = effects_by_family(["random", "orth", "random"], before, afters)
+    assert got == {"random": [25.0, 75.0], "orth": [0.0]}
+    with pytest.raises(ValueError):
+        effects_by_family(["random"], before, afters)
