@@ -189,7 +189,13 @@ def corpus_for(cfg: DictConfig, root: Path) -> tuple[OrganismCorpus, str]:
 def eval_sets(cfg: DictConfig, corpus: OrganismCorpus) -> EvalSets:
     """Held-out generator questions plus the hand-written and the study's plain questions."""
     ood = [q for f in cfg.eval.ood_question_files for q in load_question_list(f)]
-    ood += plain_questions(cfg.eval.ood_plain_yaml)
+    study = cfg.eval.ood_plain_yaml
+    if study is not None and Path(study).is_file():
+        ood += plain_questions(study)
+    elif study is not None:
+        # The study's file lives beside the project, not in it; a machine without it still builds and evaluates.
+        log.warning("organisms.eval.ood_plain_yaml=%s not found: out-of-generator evaluation uses emis's own questions "
+                    "only (point it at the study's first_plot_questions.yaml to add its 8 plain questions)", study)
     return EvalSets(corpus.heldout_questions, corpus.heldout_code_requests, ood, int(cfg.eval.ood_samples))
 
 
