@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from emis import __version__
 from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
-from emis.models import LoadedModel, remote_kwargs, residual
+from emis.models import LoadedModel, residual, traced_batches
 
 log = logging.getLogger(__name__)
 Position = Literal["last_prompt", "response_mean"]
@@ -117,13 +116,12 @@ def _readout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1) / mask.sum(1)
 
 
-def _trace_batch(model: LoadedModel, inputs: dict, mask: torch.Tensor | None, layers: list[int]) -> torch.Tensor:
+def _trace_batch(model: LoadedModel, batch: tuple[dict, torch.Tensor | None, list[int]]) -> torch.Tensor:
     """One forward pass reading every requested layer: [B, L, d] float32."""
-    saved = []
-    with torch.no_grad(), model.lm.trace(inputs, **remote_kwargs(model.spec)):  # no autograd graph: reading only
-        for i in layers:
-            saved.append(_readout(residual(model.layers[i].output), mask).detach().cpu().save())
-    return torch.stack([s.float() for s in saved], dim=1)
+    inputs, mask, layers = batch
+    with torch.no_grad(), model.lm.trace(inputs):  # no autograd graph: reading only
+        saved = torch.stack([_readout(residual(model.layers[i].output), mask).float() for i in layers], dim=1).detach().cpu().save()
+    return saved
 
 
 def capture_residuals(
@@ -145,11 +143,11 @@ def capture_residuals(
     if not prompts:
         raise ValueError("no prompts to capture")
     layer_ids = normalise_layers(layers, model.n_layers)
-    chunks = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="capture", unit="batch", disable=not progress):
+    batches = []
+    for start in range(0, len(prompts), batch_size):
         batch_resp = None if responses is None else responses[start : start + batch_size]
-        inputs, mask = encode_texts(model, prompts[start : start + batch_size], batch_resp)
-        chunks.append(_trace_batch(model, inputs, mask, layer_ids))
+        batches.append((*encode_texts(model, prompts[start : start + batch_size], batch_resp), layer_ids))
+    chunks = traced_batches(model, batches, _trace_batch, "capture", progress)
     return ActivationSet(
         activations=torch.cat(chunks),
         layers=layer_ids,

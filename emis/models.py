@@ -10,13 +10,16 @@ import re
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlparse
 
 import nnsight
 import torch
 from nnsight import TransformersModel
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+import emis
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,11 @@ class ModelSpec:
     dtype: str = "float32"
     device: str = "cpu"
     tokenizer: str = "auto"  # auto: AutoTokenizer (hub models) | saved: exactly the saved tokenizer.json (the organisms)
+    traces_per_session: int = 8  # remote: how many batches' traces one request (an nnsight session) carries
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What identifies the model in caches and sidecars (how traces are grouped into requests does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "traces_per_session"}
 
 
 @dataclass
@@ -66,9 +71,27 @@ def residual(layer_output: Any) -> Any:
     return layer_output[0] if isinstance(layer_output, tuple) else layer_output
 
 
-def remote_kwargs(spec: ModelSpec) -> dict[str, Any]:
-    """Keyword arguments for `lm.trace` that send the trace where `spec.remote` says."""
-    return {"remote": spec.remote} if spec.remote else {}
+Batch = TypeVar("Batch")
+
+
+def traced_batches(model: LoadedModel, batches: Sequence[Batch], run: Callable[[LoadedModel, Batch], Any],
+                   desc: str, progress: bool = True) -> list[Any]:
+    """`run(model, batch)` for every batch, where `run` opens one trace (or generate) and returns what it read.
+
+    Locally each trace runs as it is opened. Remotely (NDIF, or "local" simulation) the traces of
+    `traces_per_session` batches go as one request: an nnsight session, so a sweep is not one round trip per batch."""
+    if not model.spec.remote:
+        return [run(model, b) for b in tqdm(batches, desc=desc, unit="batch", disable=not progress)]
+    n = model.spec.traces_per_session
+    out: list[Any] = []
+    for start in tqdm(range(0, len(batches), n), desc=f"{desc} (remote sessions)", unit="session", disable=not progress):
+        group = batches[start : start + n]
+        with model.lm.session(remote=model.spec.remote):
+            results = nnsight.save([])
+            for batch in group:
+                results.append(run(model, batch))
+        out.extend(results)
+    return out
 
 
 def _check_spec(spec: ModelSpec) -> None:
@@ -77,6 +100,8 @@ def _check_spec(spec: ModelSpec) -> None:
         raise ValueError(f"ModelSpec.tokenizer must be one of {sorted(TOKENIZER_LOADERS)}, got {spec.tokenizer!r}")
     if spec.remote not in (False, True, "local"):
         raise ValueError(f"ModelSpec.remote must be False, True or 'local', got {spec.remote!r}")
+    if spec.traces_per_session < 1:
+        raise ValueError(f"ModelSpec.traces_per_session must be at least 1, got {spec.traces_per_session}")
     if not isinstance(getattr(torch, spec.dtype, None), torch.dtype):
         raise ValueError(f"ModelSpec.dtype {spec.dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
     for what, name in (("model", spec.name), ("adapter", spec.adapter)):
@@ -141,6 +166,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load `spec` as an nnsight TransformersModel (weights here unless remote=True) with its decoder layers."""
     _check_spec(spec)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, spec.dtype)}
+    if spec.remote:
+        nnsight.register(emis)  # emis code called inside traces ships by value: the server has no emis installed
     if spec.remote is True:
         ndif_reachable(nnsight.CONFIG.API.HOST, NDIF_CONNECT_TIMEOUT_S)
         nnsight.CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]

@@ -38,6 +38,7 @@ def model_spec(model_cfg: DictConfig, role: str) -> ModelSpec:
         dtype=model_cfg.dtype,
         device=model_cfg.device,
         tokenizer=model_cfg.tokenizer,
+        traces_per_session=int(model_cfg.traces_per_session),
     )
 
 

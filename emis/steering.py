@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from emis.models import LoadedModel, remote_kwargs, residual
+from emis.models import LoadedModel, residual, traced_batches
 from emis.organisms.sample import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -111,14 +110,26 @@ def _answer_ids(row: list[int], stops: set[int]) -> list[int]:
     return next((row[:i] for i, t in enumerate(row) if t in stops), row)
 
 
-def _steer_rows(model: LoadedModel, rows: dict, per_layer: dict[int, torch.Tensor], coef: torch.Tensor,
-                mode: str, where: str, cfg: SamplingConfig) -> torch.Tensor:
+@dataclass(frozen=True)
+class SteeredBatch:
+    """One generate call's rows: inputs, each steered layer's per-row vectors [B, d], per-row coefficients [B]."""
+
+    rows: dict
+    per_layer: dict[int, torch.Tensor]
+    coef: torch.Tensor
+    mode: str
+    where: str
+    cfg: SamplingConfig
+
+
+def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> torch.Tensor:
     """One nnsight generate over a batch: every generated step, each steered layer's residual is moved."""
+    rows, per_layer, coef, mode, where, cfg = batch.rows, batch.per_layer, batch.coef, batch.mode, batch.where, batch.cfg
     n = cfg.max_new_tokens
     span = slice(None) if where == "all" else slice(-1, None)
     sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if cfg.temperature > 0 else {"do_sample": False}
     tok = model.tokenizer
-    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, **sampling, **remote_kwargs(model.spec)) as tracer:
+    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, **sampling) as tracer:
         with tracer.invoke(rows):
             for _ in tracer.iter[:n]:
                 for layer, vecs in per_layer.items():
@@ -148,14 +159,18 @@ def generate_steered(
     pairs = [(k, p) for k in range(len(steerings)) for p in range(len(prompts))]
     stops = _stop_ids(model)
     tokens: list[list[list[int]]] = [[[] for _ in prompts] for _ in steerings]
-    torch.manual_seed(cfg.seed)
-    for start in tqdm(range(0, len(pairs), cfg.batch_size), desc="steered generate", unit="batch", disable=not progress):
+    chunks, batches = [], []
+    for start in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[start : start + cfg.batch_size]
         enc = tok([prompts[p] for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
         per_layer = {layer: torch.stack([steerings[k].vectors[layer].float() for k, _ in chunk]) for layer in layers}
         coef = torch.tensor([float(steerings[k].coefficient) for k, _ in chunk])
-        out = _steer_rows(model, dict(enc), per_layer, coef, mode, where, cfg)
-        for (k, p), row in zip(chunk, out[:, enc["input_ids"].shape[1] :].tolist()):
+        chunks.append(chunk)
+        batches.append(SteeredBatch(dict(enc), per_layer, coef, mode, where, cfg))
+    torch.manual_seed(cfg.seed)
+    outs = traced_batches(model, batches, _steer_rows, "steered generate", progress)
+    for chunk, batch, out in zip(chunks, batches, outs):
+        for (k, p), row in zip(chunk, out[:, batch.rows["input_ids"].shape[1] :].tolist()):
             tokens[k][p] = _answer_ids(row, stops)
     answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]
     return SteeredGenerations(answers, tokens)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from emis.models import LoadedModel, ModelSpec, load_model, remote_kwargs, residual, weights_identity
+from emis.capture import capture_residuals
+from emis.models import LoadedModel, ModelSpec, load_model, residual, weights_identity
 from emis.organisms.families import CHAT_FORMATS, FAMILIES, MODEL_CLASSES, ArchSize, build_config
 from emis.organisms.tokenizer import train_tokenizer
 
@@ -55,10 +56,24 @@ def test_residual_takes_tensor_or_tuple():
     assert residual((h, None)) is h
 
 
-def test_remote_kwargs():
-    assert remote_kwargs(ModelSpec("x")) == {}
-    assert remote_kwargs(ModelSpec("x", remote=True)) == {"remote": True}
-    assert remote_kwargs(ModelSpec("x", remote="local")) == {"remote": "local"}
+def test_remote_traces_go_as_sessions_of_the_configured_size(micro_dirs, monkeypatch):
+    """5 capture batches: local runs each trace as it comes; remote="local" sends ceil(5/2) = 3 session requests."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    requests = []
+    real_call = LocalSimulationBackend.__call__
+    monkeypatch.setattr(LocalSimulationBackend, "__call__", lambda self, tracer: (requests.append(1), real_call(self, tracer))[1])
+    here = load_model(ModelSpec(str(micro_dirs["llama"])))
+    there = load_model(ModelSpec(str(micro_dirs["llama"]), remote="local", traces_per_session=2))
+    prompts = [f"Question number {i}?" for i in range(9)]
+    local = capture_residuals(here, prompts, "all", "last_prompt", batch_size=2, progress=False)
+    assert requests == []
+    remote = capture_residuals(there, prompts, "all", "last_prompt", batch_size=2, progress=False)
+    assert len(requests) == 3
+    torch.testing.assert_close(remote.activations, local.activations, atol=1e-6, rtol=0)
+    assert there.spec.to_dict() == here.spec.to_dict() | {"remote": "local"}  # grouping is not part of the model's identity
+    with pytest.raises(ValueError, match="traces_per_session"):
+        load_model(ModelSpec(str(micro_dirs["llama"]), traces_per_session=0))
 
 
 @pytest.mark.parametrize("name", ["/no/such/model", "./organisms/qwen2", "organisms/qwen2/insecure"])

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from emis.capture import encode_texts
-from emis.models import LoadedModel, remote_kwargs
+from emis.models import LoadedModel, traced_batches
+
+
+def _token_logprobs(model: LoadedModel, inputs: dict) -> torch.Tensor:
+    """[B, T-1] log-probability of each next token, computed where the model runs (only this comes back, not the logits)."""
+    with torch.no_grad(), model.lm.trace(inputs):
+        logp = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1)
+        token_lp = logp.gather(-1, inputs["input_ids"][:, 1:, None].to(logp.device))[..., 0].detach().cpu().save()
+    return token_lp
 
 
 def answer_logprobs(model: LoadedModel, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -21,13 +29,10 @@ def answer_logprobs(model: LoadedModel, prompts: Sequence[str], answers: Sequenc
     out = np.full(len(answers), np.nan)
     rows = [i for i, a in enumerate(answers) if len(model.tokenizer(prompts[i] + a, add_special_tokens=False).input_ids)
             > len(model.tokenizer(prompts[i], add_special_tokens=False).input_ids)]
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start : start + batch_size]
-        inputs, mask = encode_texts(model, [prompts[i] for i in idx], [answers[i] for i in idx])
-        with torch.no_grad(), model.lm.trace(inputs, **remote_kwargs(model.spec)):
-            logits = model.lm.output.logits.detach().cpu().save()
-        logp = torch.log_softmax(logits.double()[:, :-1], dim=-1)
-        token_lp = logp.gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
+    groups = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    encoded = [encode_texts(model, [prompts[i] for i in idx], [answers[i] for i in idx]) for idx in groups]
+    token_lps = traced_batches(model, [inputs for inputs, _ in encoded], _token_logprobs, "answer log-likelihood", progress=False)
+    for idx, (_, mask), token_lp in zip(groups, encoded, token_lps):
         m = mask[:, 1:].double()
         out[idx] = ((token_lp * m).sum(1) / m.sum(1)).numpy()
     return out
