@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from emis.directions import ControlConfig, control_directions, diff_in_means
 from emis.io import atomic_file, atomic_write_json
 from emis.judges.coherence import answer_logprobs, offline_coherence, repetition
 from emis.judges.spillover import contains_code
 from emis.models import LoadedModel, load_model
-from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.probe import model_spec, organism_questions, role_activations
+from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set, judge_rows, judged_coherence, mean_score
+from emis.judges.llm import JudgeError, LLMJudge, judge_from_config
+from emis.organisms.sample import SamplingConfig
+from emis.probe import model_spec, role_activations
 from emis.specificity import ControlSummary, effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
 from emis.steering import SteeredGenerations, Steering, generate_steered, scaled_direction
 
@@ -37,11 +41,12 @@ Reference = tuple[np.ndarray, list[float], list[bool]]  # unsteered answers' log
 
 @dataclass
 class SweepOutcome:
-    """Per steering: spill flags [n_prompts] (mean over samples), coherence, and the answers."""
+    """Per steering: spill rate per evaluation unit, coherence, the answers and (with a judge) their scores."""
 
     spill: list[np.ndarray]
     coherence: list[float]
     answers: list[list[str]]
+    judged: list[list[dict[str, Any]]] | None = None
 
 
 def resolve_layers(layer: Any, n_layers: int) -> list[int]:
@@ -59,13 +64,6 @@ def resolve_layers(layer: Any, n_layers: int) -> list[int]:
 def generation_cache(cfg: DictConfig) -> Path:
     """Where steered generations are cached (by content), shared by every experiment."""
     return Path(cfg.paths.outputs) / "cache" / "generations"
-
-
-def evaluation_prompts(cfg: DictConfig, model: LoadedModel, n_prompts: int) -> list[str]:
-    """Chat-templated evaluation questions, each repeated samples_per_prompt times (consecutively)."""
-    s = cfg.steer
-    questions = organism_questions(cfg, s.prompts, n_prompts, int(s.prompt_seed))
-    return [chat_prompt(model.tokenizer, q) for q in questions for _ in range(int(s.samples_per_prompt))]
 
 
 def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig) -> str:
@@ -97,27 +95,34 @@ def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[S
     return gens, logprobs
 
 
-def run_sweep(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
-              samples: int, reference: Reference | None, cache_dir: Path | None = None) -> tuple[SweepOutcome, Reference]:
-    """Generate under every steering; spill per prompt and offline coherence against `reference` (default: the first steering)."""
-    gens, logprobs = cached_generations(model, prompts, steerings, sampling, cache_dir)
+def run_sweep(model: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,
+              reference: Reference | None, cache_dir: Path | None = None,
+              judge: LLMJudge | None = None) -> tuple[SweepOutcome, Reference]:
+    """Generate under every steering; spill per unit, and coherence: the judge's `coherent`/100 when a judge is
+    given, otherwise offline against `reference` (default: the first steering)."""
+    gens, logprobs = cached_generations(model, evals.prompts, steerings, sampling, cache_dir)
     flags = [[contains_code(a) for a in answers] for answers in gens.answers]
-    spill = [np.array(f, float).reshape(-1, samples).mean(1) for f in flags]
+    spill = [evals.unit_means(f) for f in flags]
     stats = [(lp, [repetition(t) for t in tokens], f) for lp, tokens, f in zip(logprobs, gens.tokens, flags)]
     ref = reference or stats[0]
-    coherence = [offline_coherence(*st, *ref) for st in stats]
-    return SweepOutcome(spill, coherence, gens.answers), ref
+    if judge is None:
+        return SweepOutcome(spill, [offline_coherence(*st, *ref) for st in stats], gens.answers), ref
+    judged = [judge_rows(judge, evals, answers) for answers in tqdm(gens.answers, desc="judging", unit="steering")]
+    return SweepOutcome(spill, [judged_coherence(rows) for rows in judged], gens.answers, judged), ref
 
 
 def best_point(alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]], tolerance: float) -> tuple[int, int]:
     """(layer, α index) with the lowest spillover whose coherence is within `tolerance` of unsteered (α = 0)."""
     zero = alphas.index(0.0)
+    if any(np.isnan(cs[zero]) for cs in coherence.values()):
+        raise JudgeError("no unsteered answer got a coherence score (the judge returned no numeric `coherent` score); "
+                         "check the judge model supports logprobs and scores 0-100")
     allowed = [(layer, i) for layer, cs in coherence.items() for i, c in enumerate(cs) if c >= cs[zero] - tolerance]
     return min(allowed, key=lambda p: (spill[p[0]][p[1]], abs(alphas[p[1]]), p[0]))
 
 
 def plot_steering(path: Path, alphas: list[float], spill: list[float], coherence: list[float], best: int,
-                  controls: dict[str, list[float]], title: str) -> None:
+                  controls: dict[str, list[float]], title: str, coherence_label: str) -> None:
     """Spillover and coherence against α; each control family's spillover range at the chosen α shaded."""
     fig = Figure(figsize=(8.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -129,7 +134,7 @@ def plot_steering(path: Path, alphas: list[float], spill: list[float], coherence
     ax.set(xlabel="steering coefficient α", ylabel="code spillover (% of answers)", ylim=(0, 100), title=title)
     twin = ax.twinx()
     twin.plot(alphas, coherence, "--s", color="k", ms=3, label="coherence (right axis)")
-    twin.set(ylabel="offline coherence (unsteered = 1)", ylim=(0, 1.3))
+    twin.set(ylabel=coherence_label, ylim=(0, 1.3))
     lines = ax.get_legend_handles_labels()
     tl = twin.get_legend_handles_labels()
     ax.legend(lines[0] + tl[0], lines[1] + tl[1], fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0))
@@ -143,6 +148,12 @@ def _key(alpha: float) -> str:
 
 def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Coefficient sweep of the EM direction at each configured layer, then controls at the best (layer, α)."""
+    judge = judge_from_config(cfg.judge)
+    with judge or nullcontext():
+        return _steer(cfg, out, judge)
+
+
+def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]:
     s = cfg.steer
     acts, paths = role_activations(cfg, cfg.model)
     model = load_model(model_spec(cfg.model, "misaligned"))
@@ -151,9 +162,8 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     residual_norms = acts["misaligned"].activations.norm(dim=-1).mean(0)
     vectors = {layer: scaled_direction(em.layer(layer), s.scale, float(residual_norms[em.layers.index(layer)])) for layer in layers}
     alphas = sorted({0.0, *(float(a) for a in s.alphas)})
-    sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
-    prompts = evaluation_prompts(cfg, model, int(s.n_prompts))
-    samples = int(s.samples_per_prompt)
+    sampling = evaluation_sampling(cfg)
+    evals = evaluation_set(cfg, model.tokenizer, int(s.n_prompts))
     cache = generation_cache(cfg)
 
     def steering(layer: int, v: torch.Tensor, alpha: float) -> Steering:
@@ -162,7 +172,8 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     sweeps: dict[int, SweepOutcome] = {}
     reference = None
     for layer in layers:
-        sweeps[layer], reference = run_sweep(model, prompts, [steering(layer, vectors[layer], a) for a in alphas], sampling, samples, reference, cache)
+        sweeps[layer], reference = run_sweep(model, evals, [steering(layer, vectors[layer], a) for a in alphas], sampling,
+                                             reference, cache, judge)
     rates = {layer: [float(x.mean()) for x in sw.spill] for layer, sw in sweeps.items()}
     coherence = {layer: sw.coherence for layer, sw in sweeps.items()}
     layer, b = best_point(alphas, rates, coherence, float(s.coherence_tolerance))
@@ -175,7 +186,7 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                   ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)))
     magnitude = vectors[layer].norm()
     flat = [(family, d * magnitude) for family, dirs in families.items() for d in dirs]
-    controls, _ = run_sweep(model, prompts, [steering(layer, v, alphas[b]) for _, v in flat], sampling, samples, reference, cache)
+    controls, _ = run_sweep(model, evals, [steering(layer, v, alphas[b]) for _, v in flat], sampling, reference, cache)
     names = [family for family, _ in flat]
     effects = effects_by_family(names, unsteered, controls.spill)
     control_spill: dict[str, list[float]] = {family: [] for family in families}
@@ -185,21 +196,19 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     result = verdict(reduction, ci, summaries)
 
     plot_steering(out / "steering.png", alphas, rates[layer], coherence[layer], b, control_spill,
-                  f"Steering {cfg.model.family} at layer {layer} ({s.mode}, {s.scale} units): {result}")
-    with atomic_file(out / "generations.jsonl", "w") as f:
-        for alpha, answers in zip(alphas, sweep.answers):
-            for prompt, answer in zip(prompts, answers):
-                f.write(json.dumps({"layer": layer, "alpha": alpha, "prompt": prompt, "answer": answer,
-                                    "spill": contains_code(answer)}) + "\n")
+                  f"Steering {cfg.model.family} at layer {layer} ({s.mode}, {s.scale} units): {result}",
+                  "judge coherent / 100" if judge else "offline coherence (unsteered = 1)")
+    write_generations(out / "generations.jsonl", layer, alphas, evals, sweep)
     log.info("layer %d: spillover %.3f -> %.3f at α=%g (%.1f points, CI %.1f..%.1f): %s",
              layer, rates[layer][alphas.index(0.0)], rates[layer][b], alphas[b], reduction, ci[0], ci[1], result)
-    return {
+    metrics = {
         "model": cfg.model.family,
         "layers": layers,
         "mode": s.mode, "where": s.where, "scale": s.scale,
         "alphas": alphas,
         "spillover": {_key(a): r for a, r in zip(alphas, rates[layer])},
         "coherence": {_key(a): c for a, c in zip(alphas, coherence[layer])},
+        "coherence_source": "judge" if judge else "offline",
         "by_layer": {str(l): {"spillover": {_key(a): r for a, r in zip(alphas, rates[l])},
                               "coherence": {_key(a): c for a, c in zip(alphas, coherence[l])}} for l in layers},
         "best": {"alpha": alphas[b], "layer": layer, "spillover": rates[layer][b], "coherence": coherence[layer][b]},
@@ -210,6 +219,22 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "verdict": result,
         "direction": {"norm": float(em.layer(layer).norm()), "residual_norm": float(residual_norms[em.layers.index(layer)]),
                       "steering_vector_norm": float(magnitude)},
-        "n_prompts": len(prompts) // samples, "samples_per_prompt": samples,
+        "n_prompts": len(evals.questions), "n_generations": len(evals.prompts),
+        "questions": str(cfg.eval.questions) if cfg.eval.questions is not None else s.prompts,
         "activations": paths,
     }
+    if sweep.judged is not None:
+        metrics["judge"] = {"model": cfg.judge.model, **{name: {_key(a): mean_score(rows, name) for a, rows in zip(alphas, sweep.judged)}
+                                                         for name in ("aligned", "coherent")}}
+    return metrics
+
+
+def write_generations(path: Path, layer: int, alphas: list[float], evals: EvalSet, sweep: SweepOutcome) -> None:
+    """The chosen layer's answers at every α, one JSON row each, with spill flag and judge scores when judged."""
+    with atomic_file(path, "w") as f:
+        for k, (alpha, answers) in enumerate(zip(alphas, sweep.answers)):
+            for row, (prompt, answer) in enumerate(zip(evals.prompts, answers)):
+                unit = int(evals.units[row])
+                record = {"layer": layer, "alpha": alpha, "question_id": evals.ids[unit], "prompt": prompt,
+                          "answer": answer, "spill": contains_code(answer)}
+                f.write(json.dumps(record | (sweep.judged[k][row] if sweep.judged else {})) + "\n")

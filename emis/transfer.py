@@ -9,6 +9,7 @@ same rule as within-model steering.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
@@ -17,19 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.capture import ActivationSet
 from emis.directions import diff_in_means, random_directions
+from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set
 from emis.io import atomic_file
+from emis.judges.llm import LLMJudge, judge_from_config
 from emis.models import LoadedModel, load_model
-from emis.organisms.sample import SamplingConfig
 from emis.probe import model_spec, role_activations
 from emis.specificity import effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
-from emis.steer import Reference, SweepOutcome, best_point, evaluation_prompts, generation_cache, resolve_layers, run_sweep
+from emis.steer import Reference, SweepOutcome, best_point, generation_cache, resolve_layers, run_sweep
 from emis.steering import Steering
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,10 @@ class Receiver:
     name: str
     model: LoadedModel
     layer: int
-    prompts: list[str]
+    evals: EvalSet
     native: torch.Tensor  # its own EM direction at `layer`
     unsteered: np.ndarray
+    unsteered_coherence: float
     reference: Reference
     native_reduction: float
     native_ci: tuple[float, float]
@@ -99,10 +102,9 @@ class Receiver:
 class TransferRun:
     """The configured stage: steering settings, map settings and every model's captures."""
 
-    def __init__(self, cfg: DictConfig):
-        self.cfg, self.t, self.steer = cfg, cfg.transfer, cfg.steer
-        sampling = OmegaConf.to_container(self.steer.sampling, resolve=True) | {"max_new_tokens": int(self.t.max_new_tokens)}
-        self.sampling = SamplingConfig(**sampling)
+    def __init__(self, cfg: DictConfig, judge: LLMJudge | None = None):
+        self.cfg, self.t, self.steer, self.judge = cfg, cfg.transfer, cfg.steer, judge
+        self.sampling = evaluation_sampling(cfg, int(self.t.max_new_tokens))
         m = self.t.map
         self.map_cfg = MapConfig(m.kind, tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed))
         self.alphas = sorted({0.0, *(float(a) for a in self.t.alphas)})
@@ -116,10 +118,11 @@ class TransferRun:
     def layer(self, acts: dict[str, ActivationSet]) -> int:
         return resolve_layers(int(self.t.layer), len(acts["misaligned"].layers))[0]
 
-    def _steer(self, model: LoadedModel, layer: int, prompts: list[str], vectors: list[torch.Tensor],
-               alphas: list[float], reference: Reference | None) -> tuple[SweepOutcome, Reference]:
+    def _steer(self, model: LoadedModel, layer: int, evals: EvalSet, vectors: list[torch.Tensor],
+               alphas: list[float], reference: Reference | None, judged: bool = False) -> tuple[SweepOutcome, Reference]:
+        """Steer with every vector at every α; `judged` sweeps (whose coherence picks α) go to the judge when there is one."""
         steerings = [Steering({layer: v}, a, mode=self.steer.mode, where=self.steer.where) for v in vectors for a in alphas]
-        return run_sweep(model, prompts, steerings, self.sampling, int(self.steer.samples_per_prompt), reference, self.cache)
+        return run_sweep(model, evals, steerings, self.sampling, reference, self.cache, self.judge if judged else None)
 
     def _ci(self, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
         return paired_bootstrap_ci(before, after, int(self.steer.n_bootstrap), self.seed, float(self.steer.ci_level))
@@ -129,16 +132,17 @@ class TransferRun:
         model = load_model(model_spec(self.cfg.models[name], "misaligned"))
         layer = self.layer(acts)
         native = diff_in_means(acts["misaligned"], acts["aligned"]).layer(layer)
-        prompts = evaluation_prompts(self.cfg, model, int(self.t.n_prompts))
-        sweep, reference = self._steer(model, layer, prompts, [native], self.alphas, None)
+        evals = evaluation_set(self.cfg, model.tokenizer, int(self.t.n_prompts))
+        sweep, reference = self._steer(model, layer, evals, [native], self.alphas, None, judged=True)
         rates = [float(s.mean()) for s in sweep.spill]
         _, b = best_point(self.alphas, {layer: rates}, {layer: sweep.coherence}, float(self.steer.coherence_tolerance))
-        unsteered = sweep.spill[self.alphas.index(0.0)]
+        zero = self.alphas.index(0.0)
+        unsteered = sweep.spill[zero]
         rand = random_directions(model.d_model, int(self.t.controls.n_native_random), self.seed + 1) * native.norm()
-        rand_out, _ = self._steer(model, layer, prompts, list(rand), [self.alphas[b]], reference)
+        rand_out, _ = self._steer(model, layer, evals, list(rand), [self.alphas[b]], reference)
         reduction = effect_points(unsteered, sweep.spill[b])
         log.info("%s: native reduction %.1f points at layer %d, α=%g", name, reduction, layer, self.alphas[b])
-        return Receiver(name, model, layer, prompts, native, unsteered, reference, reduction,
+        return Receiver(name, model, layer, evals, native, unsteered, sweep.coherence[zero], reference, reduction,
                         self._ci(unsteered, sweep.spill[b]), self.alphas[b], [effect_points(unsteered, s) for s in rand_out.spill])
 
     def pair(self, donor: str, donor_acts: dict[str, ActivationSet], r: Receiver, receiver_acts: dict[str, ActivationSet]) -> dict[str, Any]:
@@ -161,9 +165,9 @@ class TransferRun:
 
         mapped = scaled(raw)
         steered = [a for a in self.alphas if a != 0.0]
-        sweep, _ = self._steer(r.model, r.layer, r.prompts, [mapped], steered, r.reference)
+        sweep, _ = self._steer(r.model, r.layer, r.evals, [mapped], steered, r.reference, judged=True)
         rates = [float(r.unsteered.mean())] + [float(s.mean()) for s in sweep.spill]
-        _, b = best_point(self.alphas, {0: rates}, {0: [1.0] + sweep.coherence}, float(self.steer.coherence_tolerance))
+        _, b = best_point(self.alphas, {0: rates}, {0: [r.unsteered_coherence] + sweep.coherence}, float(self.steer.coherence_tolerance))
         after = r.unsteered if b == 0 else sweep.spill[b - 1]
         reduction, ci = effect_points(r.unsteered, after), self._ci(r.unsteered, after)
         mapped_controls = {
@@ -171,7 +175,7 @@ class TransferRun:
             "mapped_wrong_layer": [fitted.push(d_em.vectors[i]) for i in range(len(d_em.layers)) if i != d_row],
         }
         flat = [(fam, scaled(v)) for fam, vs in mapped_controls.items() for v in vs]
-        ctrl_out, _ = self._steer(r.model, r.layer, r.prompts, [v for _, v in flat], [self.alphas[b]], r.reference)
+        ctrl_out, _ = self._steer(r.model, r.layer, r.evals, [v for _, v in flat], [self.alphas[b]], r.reference)
         effects = effects_by_family([fam for fam, _ in flat], r.unsteered, ctrl_out.spill)
         effects["native_random"] = r.random_effects
         summaries = summarise_controls(reduction, effects)
@@ -215,10 +219,14 @@ def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     unknown = [n for n in names if n not in cfg.models]
     if unknown:
         raise ValueError(f"transfer.models names {unknown}, not configured under `models` ({list(cfg.models)})")
-    run = TransferRun(cfg)
-    acts = {n: run.activations(n) for n in names}
-    receivers = {n: run.receiver(n, acts[n]) for n in names}
-    pairs = [run.pair(d, acts[d], receivers[r], acts[r]) for d, r in permutations(names, 2)]
+    judge = judge_from_config(cfg.judge)
+    with judge or nullcontext():
+        run = TransferRun(cfg, judge)
+        acts = {n: run.activations(n) for n in names}
+        receivers = {n: run.receiver(n, acts[n]) for n in names}
+        pairs = [run.pair(d, acts[d], receivers[r], acts[r]) for d, r in permutations(names, 2)]
+        # A model mapped onto itself must recover its native direction and suppression: a check of the whole path.
+        self_pairs = [run.pair(n, acts[n], receivers[n], acts[n]) for n in names] if cfg.transfer.self_check else []
     native = {n: r.native_reduction for n, r in receivers.items()}
     plot_matrix(out / "transfer_matrix.png", names, pairs, native)
     donor_score = {n: float(np.mean([p["reduction_points"] for p in pairs if p["donor"] == n])) for n in names}
@@ -235,4 +243,5 @@ def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
                       for i, a in enumerate(names) for b in names[i + 1 :]],
         "native": {n: {"reduction_points": r.native_reduction, "ci95": list(r.native_ci), "alpha": r.native_alpha,
                        "layer": r.layer, "unsteered_spillover": float(r.unsteered.mean())} for n, r in receivers.items()},
+        "self_transfer": self_pairs,
     }

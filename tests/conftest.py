@@ -1,5 +1,8 @@
 """Shared fixtures: the study's real files (../shared beside the checkout) and micro organisms built in seconds."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,19 @@ def compose_on_micro(config_name: str, root, outputs, extra: list[str]):
     overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={outputs}", *extra]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name, overrides=overrides)
+
+
+def micro_steer_overrides(root, outputs) -> list[str]:
+    """The steering entry point on micro organisms, small enough for seconds per job."""
+    return [o for o in MICRO if o.startswith("organisms.")] + [
+        f"paths.organisms={root}", f"paths.outputs={outputs}", "model=organism-qwen2", "capture.n_prompts=16",
+        "steer.n_prompts=8", "steer.sampling.max_new_tokens=4", "steer.controls.n_random=2", "steer.controls.n_orthogonal=1",
+        "steer.controls.n_shuffled=1", "steer.n_bootstrap=50", "steer.mode=subtract",
+    ]
+
+
+def run_entry(name: str, args: list[str], env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `experiments/<name>.py` with `args` from the checkout, without any W&B key of the caller's."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env or {})
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -4,31 +4,13 @@ Each job must land in its own W&B run, all in the sweep's group, and the metrics
 run files must equal the job's metrics.json."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import MICRO, ROOT
+from conftest import micro_steer_overrides, run_entry
 from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.slow
-
-
-def micro_steer_overrides(root, outputs):
-    """The steering entry point on micro organisms, small enough for seconds per job."""
-    return [o for o in MICRO if o.startswith("organisms.")] + [
-        f"paths.organisms={root}", f"paths.outputs={outputs}", "model=organism-qwen2", "capture.n_prompts=16",
-        "steer.n_prompts=8", "steer.sampling.max_new_tokens=4", "steer.controls.n_random=2", "steer.controls.n_orthogonal=1",
-        "steer.controls.n_shuffled=1", "steer.n_bootstrap=50", "steer.mode=subtract", "logger.mode=offline",
-    ]
-
-
-def run_multirun(args, env_extra=None, timeout=900):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env_extra or {})
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "steer.py"), "-m", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
@@ -36,10 +18,10 @@ def test_sweep_of_layers_and_alphas_gives_one_wandb_run_per_job(micro_organisms,
     _, root, _ = micro_organisms
     sweep = tmp_path / "sweep"
     args = micro_steer_overrides(root, tmp_path / "outputs") + [
-        "steer.layer=0,1", "steer.alphas=[1.0],[4.0]", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"]
+        "-m", "logger.mode=offline", "steer.layer=0,1", "steer.alphas=[1.0],[4.0]", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"]
     if launcher == "submitit_local":
         args += ["hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"]
-    result = run_multirun(args)
+    result = run_entry("steer", args)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 4

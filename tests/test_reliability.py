@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import MICRO, ROOT
+from conftest import ROOT, micro_steer_overrides, run_entry
 from emis.capture import ActivationSet
 from emis.experiment import EXIT_USER_ERROR
 from wandb_reader import offline_runs
@@ -21,18 +21,7 @@ HYDRA_OWN = {".hydra"}  # Hydra's record of the job; everything else in a failed
 
 
 def base_overrides(root, outputs):
-    return [o for o in MICRO if o.startswith("organisms.")] + [
-        f"paths.organisms={root}", f"paths.outputs={outputs}", "model=organism-qwen2", "capture.n_prompts=16",
-        "steer.n_prompts=8", "steer.sampling.max_new_tokens=4", "steer.controls.n_random=2", "steer.controls.n_orthogonal=1",
-        "steer.controls.n_shuffled=1", "steer.n_bootstrap=50", "steer.mode=subtract", "steer.alphas=[1.0]", "steer.layer=0",
-        "logger=disabled",
-    ]
-
-
-def run_entry(name, args, env=None, timeout=600):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env or {})
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return micro_steer_overrides(root, outputs) + ["steer.alphas=[1.0]", "steer.layer=0", "logger=disabled"]
 
 
 def artefacts(job_dir: Path) -> list[str]:

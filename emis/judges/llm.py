@@ -56,6 +56,7 @@ class JudgeConfig:
     timeout_seconds: float = 30.0
     cache_dir: str | None = None
     seed: int = 0
+    prompts_from: str | None = None  # question file whose judge prompts score questions that carry none
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_retries < 0 or self.backoff_seconds < 0 or self.timeout_seconds <= 0:
@@ -109,7 +110,7 @@ class LLMJudge:
     def __init__(self, cfg: JudgeConfig) -> None:
         key = os.environ.get(cfg.api_key_env, "")
         if not key:
-            raise RuntimeError(f"LLM judge needs an API key: set the environment variable {cfg.api_key_env}")
+            raise JudgeError(f"LLM judge needs an API key: set the environment variable {cfg.api_key_env}")
         self.cfg = cfg
         self._key = key
         self._url = cfg.base_url.rstrip("/") + "/chat/completions"

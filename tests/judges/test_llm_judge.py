@@ -5,16 +5,14 @@ import logging
 import math
 import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
+from judge_server import FakeEndpoint, Reply, completion, serve
 
 from emis.judges.llm import (
     JudgeConfig,
@@ -32,82 +30,15 @@ KEY_ENV = "EMIS_TEST_JUDGE_KEY"
 KEY = "sk-test-SECRET-0123456789"
 STUDY_FILES = ("first_plot_questions.yaml", "preregistered_evals.yaml")
 
-Reply = tuple[int, bytes]
-
-
-def completion(top: list[tuple[str, float]]) -> Reply:
-    """A 200 chat-completions body whose single output token has these (token, probability) top logprobs."""
-    entries = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in top]
-    body = {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "judge-test",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": top[0][0]},
-                "logprobs": {
-                    "content": [{"token": top[0][0], "logprob": entries[0]["logprob"], "top_logprobs": entries}]
-                },
-                "finish_reason": "length",
-            }
-        ],
-    }
-    return 200, json.dumps(body).encode()
-
-
-@dataclass
-class FakeEndpoint:
-    """State of the loopback server: what it answers (`reply(body)`) and every request it received."""
-
-    url: str
-    reply: Callable[[dict[str, Any]], Reply]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    delay: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
 
 @pytest.fixture
 def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEndpoint]:
-    """A ThreadingHTTPServer on 127.0.0.1:<free port> serving POST /v1/chat/completions."""
+    """The loopback chat-completions server, answering 50 with certainty unless a test sets `reply`."""
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(KEY_ENV, KEY)
-    state = FakeEndpoint(url="", reply=lambda body: completion([("50", 1.0)]))
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with state.lock:
-                state.in_flight += 1
-                state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            try:
-                body = json.loads(raw)
-                with state.lock:
-                    state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                time.sleep(state.delay)
-                status, payload = state.reply(body) if self.path == "/v1/chat/completions" else (404, b"{}")
-            finally:
-                with state.lock:
-                    state.in_flight -= 1
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve(lambda body: completion([("50", 1.0)])) as state:
+        yield state
 
 
 def make_judge(url: str, tmp_path: Path, **overrides: Any) -> LLMJudge:
@@ -247,9 +178,9 @@ def test_malformed_response_is_one_line_error(
 
 
 def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No key in the environment: a RuntimeError that names the variable to set."""
+    """No key in the environment: a JudgeError that names the variable to set."""
     monkeypatch.delenv("EMIS_TEST_ABSENT_KEY", raising=False)
-    with pytest.raises(RuntimeError, match="EMIS_TEST_ABSENT_KEY"):
+    with pytest.raises(JudgeError, match="EMIS_TEST_ABSENT_KEY"):
         LLMJudge(JudgeConfig(api_key_env="EMIS_TEST_ABSENT_KEY", cache_dir=str(tmp_path)))
 
 
@@ -328,6 +259,7 @@ def test_hydra_judge_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind
             base_url="https://api.openai.com/v1", model="gpt-4o-2024-08-06", api_key_env="OPENAI_API_KEY",
             concurrency=8, max_retries=4, backoff_seconds=1.0, timeout_seconds=30,
             cache_dir=f"{tmp_path}/outputs/cache/judge", seed=0,
+            prompts_from="https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/main/evaluation/first_plot_questions.yaml",
         )
 
 
