@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import CONF, MICRO, ROOT
 from emis.specificity import NOT_SPECIFIC, SPECIFIC, summarise_controls, verdict
-from emis.transfer import MapConfig, TransferRun, fit_map
+from emis.transfer import MapConfig, fit_map, run_transfer
 
 
 def _split(n, test_size, seed):
@@ -70,19 +70,22 @@ def test_a_planted_non_specific_transfer_is_flagged():
 
 @pytest.mark.slow
 def test_self_transfer_recovers_the_native_direction(micro_organisms, tmp_path):
+    """transfer.self_check maps each model onto itself: its native direction and suppression must come back."""
     _, root, _ = micro_organisms
     overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
     overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "capture.n_prompts=96",
                   "transfer.n_prompts=12", "transfer.max_new_tokens=6", "transfer.controls.n_mapped_random=3",
-                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-8,1e-6]"]
+                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-8,1e-6]",
+                  "transfer.models=[mistral,llama]", "transfer.self_check=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("transfer", overrides=overrides)
-    run = TransferRun(cfg)
-    acts = run.activations("mistral")
-    receiver = run.receiver("mistral", acts)
-    pair = run.pair("mistral", acts, receiver, acts)
-    assert pair["cosine_to_native"] >= 0.99
-    assert pair["r2"] > 0.99
-    lo, hi = receiver.native_ci
-    assert lo <= pair["reduction_points"] <= hi
-    assert set(pair["controls"]) == {"mapped_random", "mapped_wrong_layer", "native_random"}
+    metrics = run_transfer(cfg, tmp_path)
+    assert [(p["donor"], p["receiver"]) for p in metrics["pairs"]] == [("mistral", "llama"), ("llama", "mistral")]
+    assert [(p["donor"], p["receiver"]) for p in metrics["self_transfer"]] == [("mistral", "mistral"), ("llama", "llama")]
+    for pair in metrics["self_transfer"]:
+        native = metrics["native"][pair["receiver"]]
+        assert pair["cosine_to_native"] >= 0.99
+        assert pair["r2"] > 0.99
+        lo, hi = native["ci95"]
+        assert lo <= pair["reduction_points"] <= hi
+        assert set(pair["controls"]) == {"mapped_random", "mapped_wrong_layer", "native_random"}
