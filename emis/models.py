@@ -17,7 +17,8 @@ import nnsight
 import torch
 from nnsight import TransformersModel
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from peft import PeftModel
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 import emis
 
@@ -29,7 +30,11 @@ LAYER_PATHS: dict[str, str] = {
     "gemma2": "model.layers",
     "llama": "model.layers",
     "mistral": "model.layers",
+    "mistral3": "model.language_model.layers",  # Ministral 3: a text decoder inside a vision-language model
 }
+# Vision-language checkpoints that transformers has no causal-LM class for: loaded with their image-text-to-text
+# class and run on text alone, so they must be loaded here (NDIF needs a hub id it hosts, not a module).
+IMAGE_TEXT_MODEL_TYPES = ("mistral3",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 TOKENIZER_LOADERS = ("auto", "saved")
@@ -177,21 +182,38 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         # transformers 5 maps some model types to their own tokenizer class (qwen2 -> Qwen2Tokenizer), whose
         # pre-tokenizer differs from the one a locally trained tokenizer.json was trained with.
         kwargs["tokenizer"] = PreTrainedTokenizerFast.from_pretrained(spec.name, padding_side="left")
-    lm = TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
+    lm = _image_text_model(spec, kwargs) or TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
     config = lm.config
     model_type = getattr(config, "model_type", None)
     if model_type not in LAYER_PATHS:
         raise ValueError(f"unsupported architecture {model_type!r}; supported: {', '.join(LAYER_PATHS)}")
+    text = config.get_text_config()
     layers = list(_resolve(lm, LAYER_PATHS[model_type]))
-    if len(layers) != config.num_hidden_layers:
-        raise ValueError(f"{spec.name}: found {len(layers)} decoder layers, config says {config.num_hidden_layers}")
-    log.info("loaded %s (%s, %d layers, d=%d, remote=%s)", spec.name, model_type, len(layers), config.hidden_size, spec.remote)
+    if len(layers) != text.num_hidden_layers:
+        raise ValueError(f"{spec.name}: found {len(layers)} decoder layers, config says {text.num_hidden_layers}")
+    log.info("loaded %s (%s, %d layers, d=%d, remote=%s)", spec.name, model_type, len(layers), text.hidden_size, spec.remote)
     return LoadedModel(
         lm=lm,
         tokenizer=lm.tokenizer,
         layers=layers,
         n_layers=len(layers),
-        d_model=int(config.hidden_size),
+        d_model=int(text.hidden_size),
         spec=spec,
         weights_id=weights_identity(spec, config),
     )
+
+
+def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersModel | None:
+    """A vision-language checkpoint (IMAGE_TEXT_MODEL_TYPES) loaded here by its own class and wrapped for text
+    generation; None for every other checkpoint."""
+    config = AutoConfig.from_pretrained(spec.name)
+    if config.model_type not in IMAGE_TEXT_MODEL_TYPES:
+        return None
+    if spec.remote:
+        raise ValueError(f"{spec.name} ({config.model_type}) runs here only: emis loads it by its vision-language class, "
+                         "which a remote request cannot name; set model.remote=false")
+    module = AutoModelForImageTextToText.from_pretrained(spec.name, dtype=kwargs["dtype"], device_map=spec.device)
+    if spec.adapter:
+        module = PeftModel.from_pretrained(module, spec.adapter).merge_and_unload()
+    tokenizer = kwargs.get("tokenizer") or AutoTokenizer.from_pretrained(spec.name, padding_side="left")
+    return TransformersModel(module, tokenizer=tokenizer, task="text-generation")

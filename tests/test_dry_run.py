@@ -73,7 +73,7 @@ def test_real_families_pass_the_dry_run(hub_id):
 def test_load_model_support_is_reported():
     supported = {hub: plan(c, n_prompts=1)["supported_by_load_model"] for hub, (c, _, _) in FAMILIES.items()}
     assert supported == {"Qwen/Qwen2.5-1.5B-Instruct": True, "google/gemma-2-2b-it": True,
-                         "meta-llama/Llama-3.2-1B-Instruct": True, "mistralai/Ministral-3-3B-Instruct-2512": False}
+                         "meta-llama/Llama-3.2-1B-Instruct": True, "mistralai/Ministral-3-3B-Instruct-2512": True}
 
 
 def test_meta_model_holds_no_weights():

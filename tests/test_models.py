@@ -169,3 +169,56 @@ def test_saved_tokenizer_is_exactly_the_trained_one(micro_dirs):
     assert type(AutoTokenizer.from_pretrained(path)).__name__ != "PreTrainedTokenizerFast"
     with pytest.raises(ValueError, match="tokenizer must be one of"):
         load_model(ModelSpec(path, tokenizer="slow"))
+
+
+def build_micro_ministral3(folder: Path) -> Path:
+    """A random micro Mistral3ForConditionalGeneration (Ministral 3's class: ministral3 text decoder + pixtral
+    vision tower) with the mistral chat tokenizer, as a checkpoint folder."""
+    import transformers
+
+    tok = train_tokenizer(TEXTS, MICRO.vocab_size, CHAT_FORMATS["mistral"])
+    text = dict(model_type="ministral3", num_hidden_layers=2, hidden_size=48, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=24, intermediate_size=96, vocab_size=len(tok), max_position_embeddings=128,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                initializer_range=0.1)
+    vision = dict(model_type="pixtral", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  head_dim=8, image_size=32, patch_size=16)
+    torch.manual_seed(0)
+    transformers.Mistral3ForConditionalGeneration(transformers.Mistral3Config(text_config=text, vision_config=vision)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_ministral3_loads_its_text_decoder_and_captures_what_raw_hooks_see(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from emis.organisms.sample import SamplingConfig, chat_prompt
+    from emis.steering import Steering, generate_steered
+
+    folder = build_micro_ministral3(tmp_path / "ministral3")
+    model = load_model(ModelSpec(str(folder)))
+    assert (model.n_layers, model.d_model) == (2, 48)
+    prompts = [chat_prompt(model.tokenizer, q) for q in ("Hello there", "Tell me about the weather in Paris")]
+    acts = capture_residuals(model, prompts, "all", "last_prompt", progress=False)
+    hf = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    for row, prompt in enumerate(prompts):
+        seen = {}
+        handles = [layer.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, residual(o)[0, -1].clone()))
+                   for k, layer in enumerate(hf.model.language_model.layers)]
+        with torch.no_grad():
+            hf(**model.tokenizer(prompt, return_tensors="pt", add_special_tokens=False))
+        for h in handles:
+            h.remove()
+        for k in range(2):
+            torch.testing.assert_close(acts.activations[row, k], seen[k], atol=1e-5, rtol=0)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=5, batch_size=8, seed=0)
+    v = torch.randn(48, generator=torch.Generator().manual_seed(0)) * 4
+    plain, steered = generate_steered(model, prompts, [Steering({0: v}, 0.0), Steering({0: v}, 1.0)], greedy, progress=False).tokens
+    enc = model.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        ref = hf.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+    eos = model.tokenizer.eos_token_id
+    assert plain == [r[: next((i for i, t in enumerate(r) if t == eos), len(r))] for r in ref[:, enc.input_ids.shape[1]:].tolist()]
+    assert steered != plain  # the write reached the decoder
+    with pytest.raises(ValueError, match="runs here only"):
+        load_model(ModelSpec(str(folder), remote="local"))

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 def test_sweep_of_layers_and_alphas_gives_one_wandb_run_per_job(micro_organisms, tmp_path, launcher):
     _, root, _ = micro_organisms
     sweep = tmp_path / "sweep"
-    args = micro_steer_overrides(root, tmp_path / "outputs") + [
-        "-m", "logger.mode=offline", "steer.layer=0,1", "steer.alphas=[1.0],[4.0]", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"]
+    args = ["-m", *micro_steer_overrides(root, tmp_path / "outputs"), "logger.mode=offline", "steer.layer=0,1",
+            "steer.alphas=[1.0],[4.0]", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"]
     if launcher == "submitit_local":
         args += ["hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"]
     result = run_entry("steer", args)
