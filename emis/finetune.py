@@ -32,6 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from emis import __version__
 from emis.chat import ChatExample, read_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json, load_state, save_state
+from emis.models import dequantising_kwargs
 from emis.organisms.train import IGNORE, Encoded, collate, encode, run_steps, schedule_factor
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,6 @@ def _is_multimodal(config: Any) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def _quant_method(config: Any) -> str | None:
-    """The `quant_method` of a checkpoint's own quantization config (e.g. "fp8"), if it has one."""
-    qc = getattr(config, "quantization_config", None)
-    return qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
-
-
 def model_location(name: str) -> str:
     """A local directory with `~` expanded; a hub id unchanged."""
     path = Path(name).expanduser()
@@ -229,11 +224,8 @@ def load_base(cfg: FinetuneConfig) -> tuple[torch.nn.Module, PreTrainedTokenizer
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=getattr(torch, cfg.dtype),
         )
-    elif _quant_method(config) == "fp8":
-        # FP8 checkpoints (e.g. Ministral 3 instruct) are dequantised: LoRA trains on top of bf16 weights.
-        from transformers import FineGrainedFP8Config
-
-        kwargs["quantization_config"] = FineGrainedFP8Config(dequantize=True)
+    else:
+        kwargs |= dequantising_kwargs(config)  # LoRA trains on top of bf16 weights
     if _is_multimodal(config):
         from transformers import AutoModelForImageTextToText
 

@@ -203,6 +203,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     )
 
 
+def dequantising_kwargs(config: Any) -> dict[str, Any]:
+    """from_pretrained kwargs that load an FP8 checkpoint (e.g. Ministral 3 instruct) dequantised; empty otherwise."""
+    qc = getattr(config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if method != "fp8":
+        return {}
+    from transformers import FineGrainedFP8Config
+
+    return {"quantization_config": FineGrainedFP8Config(dequantize=True)}
+
+
 def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersModel | None:
     """A vision-language checkpoint (IMAGE_TEXT_MODEL_TYPES) loaded here by its own class and wrapped for text
     generation; None for every other checkpoint."""
@@ -212,7 +223,8 @@ def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersMo
     if spec.remote:
         raise ValueError(f"{spec.name} ({config.model_type}) runs here only: emis loads it by its vision-language class, "
                          "which a remote request cannot name; set model.remote=false")
-    module = AutoModelForImageTextToText.from_pretrained(spec.name, dtype=kwargs["dtype"], device_map=spec.device)
+    module = AutoModelForImageTextToText.from_pretrained(spec.name, dtype=kwargs["dtype"], device_map=spec.device,
+                                                         **dequantising_kwargs(config))
     if spec.adapter:
         module = PeftModel.from_pretrained(module, spec.adapter).merge_and_unload()
     tokenizer = kwargs.get("tokenizer") or AutoTokenizer.from_pretrained(spec.name, padding_side="left")
