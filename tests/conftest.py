@@ -75,3 +75,19 @@ def run_entry(name: str, args: list[str], env: dict[str, str] | None = None, tim
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env or {})
     return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def remote_requests(monkeypatch) -> list[int]:
+    """Every request nnsight's remote="local" backend serialises and runs (one entry each), as NDIF would receive them."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    requests: list[int] = []
+    real_call = LocalSimulationBackend.__call__
+
+    def counted(self, tracer):
+        requests.append(1)
+        return real_call(self, tracer)
+
+    monkeypatch.setattr(LocalSimulationBackend, "__call__", counted)
+    return requests

@@ -7,8 +7,6 @@ W&B table must all follow from the scores the server gave, recomputed here from 
 import json
 import logging
 import re
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from emis.evaluation import EvalSet, evaluation_set, templated
 from emis.judges.spillover import contains_code
 from emis.organisms.build import corpus_for, eval_sets
 from emis.prompts import load_question_yaml, plain_questions
-from judge_server import completion, serve
+from loopback import completion, serve, serve_files
 from wandb_reader import offline_runs, read_offline_run
 
 KEY_ENV = "EMIS_TEST_JUDGE_KEY"
@@ -43,27 +41,9 @@ def judge_reply(body):
 
 @pytest.fixture
 def question_server(shared_em):
-    """The study's data folder over HTTP on loopback, counting GET requests."""
-    requests = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(shared_em), **kwargs)
-
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """The study's data folder over HTTP on loopback, recording GET requests."""
+    with serve_files(shared_em) as served:
+        yield served
 
 
 def test_unit_means_average_rows_of_each_question():

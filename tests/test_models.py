@@ -56,20 +56,15 @@ def test_residual_takes_tensor_or_tuple():
     assert residual((h, None)) is h
 
 
-def test_remote_traces_go_as_sessions_of_the_configured_size(micro_dirs, monkeypatch):
+def test_remote_traces_go_as_sessions_of_the_configured_size(micro_dirs, remote_requests):
     """5 capture batches: local runs each trace as it comes; remote="local" sends ceil(5/2) = 3 session requests."""
-    from nnsight.intervention.backends.local import LocalSimulationBackend
-
-    requests = []
-    real_call = LocalSimulationBackend.__call__
-    monkeypatch.setattr(LocalSimulationBackend, "__call__", lambda self, tracer: (requests.append(1), real_call(self, tracer))[1])
     here = load_model(ModelSpec(str(micro_dirs["llama"])))
     there = load_model(ModelSpec(str(micro_dirs["llama"]), remote="local", traces_per_session=2))
     prompts = [f"Question number {i}?" for i in range(9)]
     local = capture_residuals(here, prompts, "all", "last_prompt", batch_size=2, progress=False)
-    assert requests == []
+    assert remote_requests == []
     remote = capture_residuals(there, prompts, "all", "last_prompt", batch_size=2, progress=False)
-    assert len(requests) == 3
+    assert len(remote_requests) == 3
     torch.testing.assert_close(remote.activations, local.activations, atol=1e-6, rtol=0)
     assert there.spec.to_dict() == here.spec.to_dict() | {"remote": "local"}  # grouping is not part of the model's identity
     with pytest.raises(ValueError, match="traces_per_session"):

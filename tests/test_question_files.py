@@ -2,10 +2,9 @@
 
 import hashlib
 import json
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import serve_files
 
 from emis.prompts import load_question_yaml
 from emis.question_files import QuestionFileFetchError, cache_path, fetch_question_file
@@ -15,28 +14,9 @@ NAME = "first_plot_questions.yaml"
 
 @pytest.fixture
 def server(shared_em):
-    """A loopback HTTP server over the study's data folder that counts its GET requests."""
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(shared_em), **kwargs)
-
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """A loopback HTTP server over the study's data folder that records its GET requests."""
+    with serve_files(shared_em) as served:
+        yield served
 
 
 def test_url_is_downloaded_once_then_read_from_the_cache(server, shared_em, tmp_path):

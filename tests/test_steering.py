@@ -170,13 +170,8 @@ def test_all_rows_stopping_early_still_returns_every_answer(micro):
     assert len(stopped.answers[0]) == len(prompts)
 
 
-def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micro, monkeypatch):
+def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micro, remote_requests):
     """remote="local" serialises every generate as NDIF would; 3 batches with 2 traces per session make 2 requests."""
-    from nnsight.intervention.backends.local import LocalSimulationBackend
-
-    requests = []
-    real_call = LocalSimulationBackend.__call__
-    monkeypatch.setattr(LocalSimulationBackend, "__call__", lambda self, tracer: (requests.append(1), real_call(self, tracer))[1])
     here = load_model(ModelSpec(str(micro["qwen2"])))
     there = load_model(ModelSpec(str(micro["qwen2"]), remote="local", traces_per_session=2))
     prompts = [chat_prompt(here.tokenizer, q) for q in QUESTIONS]
@@ -184,9 +179,9 @@ def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micr
     steerings = [Steering({0: v}, a) for a in (0.0, 1.0)]
     small = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=2, seed=0)  # 6 rows -> 3 generate calls
     local = generate_steered(here, prompts, steerings, small, progress=False)
-    assert requests == []
+    assert remote_requests == []
     remote = generate_steered(there, prompts, steerings, small, progress=False)
-    assert len(requests) == 2
+    assert len(remote_requests) == 2
     assert remote.tokens == local.tokens
     assert local.tokens[0] != local.tokens[1]  # the steering changed the answers, so equality is not vacuous
 

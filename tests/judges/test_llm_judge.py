@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from judge_server import FakeEndpoint, Reply, completion, serve
+from loopback import FakeEndpoint, Reply, completion, serve
 
 from emis.judges.llm import (
     JudgeConfig,

@@ -1,4 +1,4 @@
-"""A real loopback HTTP server that speaks OpenAI chat completions with logprobs, for judge tests."""
+"""Real loopback HTTP servers for tests: OpenAI chat completions with logprobs (judges), and static files (URLs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 Reply = tuple[int, bytes]
@@ -87,3 +88,28 @@ def serve(reply: Callable[[dict[str, Any]], Reply]) -> Iterator[FakeEndpoint]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve_files(directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """`directory` over HTTP on 127.0.0.1:<free port>: (base URL, the path of every GET request so far)."""
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
