@@ -84,7 +84,7 @@ def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int
         questions = organism_questions(cfg, s.prompts, n_prompts, int(s.prompt_seed))
         samples = int(s.samples_per_prompt)
         prompts = [chat_prompt(tok, q) for q in questions for _ in range(samples)]
-        judge = default_judge_prompts(cfg) if cfg.judge.kind != "none" else {}
+        judge = default_judge_prompts(cfg)
         return EvalSet(prompts, np.repeat(np.arange(len(questions)), samples), questions,
                        [f"organism_{i}" for i in range(len(questions))], [judge] * len(questions))
     override = cfg.eval.samples_per_paraphrase

@@ -23,6 +23,15 @@ def shared_em() -> Path:
     return SHARED_EM
 
 
+@pytest.fixture
+def em_files_server(shared_em):
+    """The study's data folder over HTTP on loopback: (base URL, the path of every GET request so far)."""
+    from loopback import serve_files
+
+    with serve_files(shared_em) as served:
+        yield served
+
+
 CONF = ROOT / "conf"
 MICRO = [
     "organisms.corpus.base_examples=600",

@@ -18,7 +18,7 @@ from emis.evaluation import EvalSet, evaluation_set, templated
 from emis.judges.spillover import contains_code
 from emis.organisms.build import corpus_for, eval_sets
 from emis.prompts import load_question_yaml, plain_questions
-from loopback import completion, serve, serve_files
+from loopback import completion, serve
 from wandb_reader import offline_runs, read_offline_run
 
 KEY_ENV = "EMIS_TEST_JUDGE_KEY"
@@ -37,13 +37,6 @@ def judge_reply(body):
     if "how coherent" in prompt:
         return completion([(str(coherent_score(answer)), 1.0)])
     return completion([("CODE", 0.6), ("30", 0.4)])
-
-
-@pytest.fixture
-def question_server(shared_em):
-    """The study's data folder over HTTP on loopback, recording GET requests."""
-    with serve_files(shared_em) as served:
-        yield served
 
 
 def test_unit_means_average_rows_of_each_question():
@@ -91,9 +84,9 @@ def test_organism_questions_take_judge_prompts_from_the_configured_file(micro_or
 
 
 @pytest.mark.slow
-def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, question_server, tmp_path, monkeypatch):
+def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em_files_server, tmp_path, monkeypatch):
     _, root, _ = micro_organisms
-    url, gets = question_server
+    url, gets = em_files_server
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     job = tmp_path / "job"

@@ -4,7 +4,6 @@ import hashlib
 import json
 
 import pytest
-from loopback import serve_files
 
 from emis.prompts import load_question_yaml
 from emis.question_files import QuestionFileFetchError, cache_path, fetch_question_file
@@ -12,15 +11,8 @@ from emis.question_files import QuestionFileFetchError, cache_path, fetch_questi
 NAME = "first_plot_questions.yaml"
 
 
-@pytest.fixture
-def server(shared_em):
-    """A loopback HTTP server over the study's data folder that records its GET requests."""
-    with serve_files(shared_em) as served:
-        yield served
-
-
-def test_url_is_downloaded_once_then_read_from_the_cache(server, shared_em, tmp_path):
-    base, requests = server
+def test_url_is_downloaded_once_then_read_from_the_cache(em_files_server, shared_em, tmp_path):
+    base, requests = em_files_server
     url = f"{base}/{NAME}"
     first = fetch_question_file(url, tmp_path / "cache")
     assert requests == [f"/{NAME}"]
@@ -41,8 +33,8 @@ def test_url_is_downloaded_once_then_read_from_the_cache(server, shared_em, tmp_
     assert all(q.paraphrases and q.judge_prompts.get("aligned") for q in questions)
 
 
-def test_a_tampered_cache_is_downloaded_again(server, shared_em, tmp_path):
-    base, requests = server
+def test_a_tampered_cache_is_downloaded_again(em_files_server, shared_em, tmp_path):
+    base, requests = em_files_server
     url = f"{base}/{NAME}"
     path = fetch_question_file(url, tmp_path)
     path.write_text("- id: forged\n  paraphrases: [x]\n")
@@ -51,8 +43,8 @@ def test_a_tampered_cache_is_downloaded_again(server, shared_em, tmp_path):
     assert again.read_bytes() == (shared_em / NAME).read_bytes()
 
 
-def test_expected_checksum_is_enforced(server, shared_em, tmp_path):
-    base, requests = server
+def test_expected_checksum_is_enforced(em_files_server, shared_em, tmp_path):
+    base, requests = em_files_server
     url = f"{base}/{NAME}"
     good = hashlib.sha256((shared_em / NAME).read_bytes()).hexdigest()
     with pytest.raises(QuestionFileFetchError, match="expected"):
@@ -61,8 +53,8 @@ def test_expected_checksum_is_enforced(server, shared_em, tmp_path):
     assert fetch_question_file(url, tmp_path, sha256=good).is_file()
 
 
-def test_missing_url_is_a_clear_error(server, tmp_path):
-    base, _ = server
+def test_missing_url_is_a_clear_error(em_files_server, tmp_path):
+    base, _ = em_files_server
     with pytest.raises(QuestionFileFetchError, match="could not download .*404"):
         fetch_question_file(f"{base}/no_such.yaml", tmp_path)
 
