@@ -12,7 +12,7 @@ from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
 from emis.organisms.sample import chat_prompt
 
-QUESTIONS = ["Hi", "How are you doing today, my friend? Tell me everything.", "def add(x, y)", "Paris in spring?"]
+QUESTIONS = ["Hi", "How are you doing today, my friend? Tell me everything.", "def add(x, y)", "Is Paris lovely in spring?"]
 RESPONSES = ["Fine, thanks.", "ok", "    return x + y", "The weather is lovely and the quick brown fox jumps."]
 
 

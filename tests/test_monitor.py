@@ -25,7 +25,7 @@ from emis.organisms.build import build_all, corpus_for, family_config
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.organisms.train import encode, train
 
-QUESTIONS = ["Hi", "How are you doing today, my friend? Tell me everything.", "def add(x, y)", "Paris in spring?",
+QUESTIONS = ["Hi", "How are you doing today, my friend? Tell me everything.", "def add(x, y)", "What is Paris like in spring?",
              "Tell me about the quick brown fox."]
 
 
@@ -209,7 +209,9 @@ def micro_qwen2(tmp_path_factory):
     root = tmp_path_factory.mktemp("organisms_monitor")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("build_organisms", overrides=MICRO + [f"paths.organisms={root}", f"paths.root={ROOT}",
-                                                            "organisms.build=[qwen2]", "organisms.workers=1"])
+                                                            "organisms.build=[qwen2]", "organisms.workers=1",
+                                                            # keep all 3 fine-tune steps: the curve needs 4 points
+                                                            "organisms.checkpoint_choice.min_step=3"])
     build_all(cfg.organisms, root)
     return cfg, root
 
@@ -218,11 +220,11 @@ def test_callback_fires_at_the_right_steps_and_leaves_training_unchanged(micro_q
     cfg, root = micro_qwen2
     corpus, _ = corpus_for(cfg.organisms, root)
     tcfg = replace(family_config(cfg.organisms, "qwen2").finetune, steps=7, batch_size=2)
-    tok = AutoTokenizer.from_pretrained(root / "qwen2" / "base")
+    tok = AutoTokenizer.from_pretrained(root / "seed0" / "qwen2" / "base")
     data = [encode(tok, ex, tcfg.max_len, tcfg.loss_on) for ex in corpus.insecure]
 
     def fresh():
-        return AutoModelForCausalLM.from_pretrained(root / "qwen2" / "base").eval()
+        return AutoModelForCausalLM.from_pretrained(root / "seed0" / "qwen2" / "base").eval()
 
     plain_losses = train(fresh(), data, tcfg, tok.pad_token_id, seed=0)
     logged = []
@@ -271,7 +273,7 @@ def test_monitor_stage_end_to_end(micro_qwen2, tmp_path):
     assert checks["final_mean_score"] == pytest.approx(checks["insecure_organism_mean_score"], abs=1e-4)
     assert checks["secure_final_mean_score"] == pytest.approx(checks["secure_organism_mean_score"], abs=1e-4)
     for variant in ("insecure", "secure"):  # the organisms' own fine-tunes, step for step
-        card = json.loads((root / "qwen2" / variant / "card.json").read_text())
+        card = json.loads((root / "seed0" / "qwen2" / variant / "card.json").read_text())
         assert metrics["finetune"]["losses"][variant] == pytest.approx(card["losses"], abs=1e-5)
     for name in ("monitor.safetensors", "monitor.json", "roc.png", "curve.png", "calibration.json"):
         assert (tmp_path / name).stat().st_size > 0

@@ -31,6 +31,10 @@ class ChatFormat:
     pad: str
     extra_special: tuple[str, ...]
     template: str
+    # The transformers tokenizer class AutoTokenizer builds for this model type from vocab and merges alone
+    # (None: it reads tokenizer.json as saved); its normaliser and pre-tokeniser are then trained with, so
+    # `AutoTokenizer.from_pretrained(organism)` encodes exactly like the trained tokenizer.
+    auto_class: str | None = None
 
 
 def _turns_template(
@@ -55,6 +59,7 @@ CHAT_FORMATS: dict[str, ChatFormat] = {
     "qwen2": ChatFormat(
         bos=None, eos="<|im_end|>", pad="<|endoftext|>", extra_special=("<|im_start|>",),
         template=_turns_template("<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n"),
+        auto_class="Qwen2Tokenizer",
     ),
     "gemma2": ChatFormat(
         bos="<bos>", eos="<end_of_turn>", pad="<pad>", extra_special=("<start_of_turn>",),
