@@ -27,7 +27,7 @@ from emis.io import atomic_write_json
 from emis.monitor import (
     LogFn, MonitorCallback, MonitorConfig, calibrate, pearson_with_interval, plot_curve, plot_roc,
 )
-from emis.organisms.build import corpus_for, family_config
+from emis.organisms.build import corpus_for, family_config, finetune_steps
 from emis.organisms.sample import SamplingConfig
 from emis.organisms.train import encode, train
 from emis.probe import ROLES, model_spec, organism_questions, role_activations
@@ -62,6 +62,9 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     mcfg = monitor_config(cfg.monitor)
     family = str(cfg.model.family)
     fam = family_config(cfg.organisms, family)
+    # Re-run the organism's fine-tune exactly as long as its build kept it (the validation-chosen step).
+    steps = finetune_steps(Path(model_spec(cfg.model, "misaligned").name).expanduser())
+    fam = replace(fam, finetune=replace(fam.finetune, steps=steps))
     every = int(cfg.monitor.every)
     if len(curve_points(fam.finetune.steps, every)) < int(cfg.monitor.min_points):
         raise ValueError(f"monitor.every={every} gives {len(curve_points(fam.finetune.steps, every))} points over "
@@ -114,9 +117,9 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
         callback = MonitorCallback(monitor, tok, probe_prompts, spill_questions, sampling, every,
                                    last_step=fam.finetune.steps, log_fn=sink, batch_size=int(cfg.monitor.batch_size))
         model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
-        torch.manual_seed(fam.seed)
+        torch.manual_seed(fam.finetune_seed)
         callback.measure(0, model)
-        losses = train(model, encoded, fam.finetune, train_tok.pad_token_id, fam.seed,
+        losses = train(model, encoded, fam.finetune, train_tok.pad_token_id, fam.finetune_seed,
                        desc=f"{family}/{variant}+monitor", on_step=callback)
         curve = callback.curve()
         runs[variant] = {

@@ -48,7 +48,7 @@ def test_question_file_gives_every_paraphrase_its_samples_and_system_prompt(micr
     _, root, _ = micro_organisms
     path = shared_em / "first_plot_questions.yaml"
     cfg = compose_on_micro("steer", root, tmp_path, [f"eval.questions={path}", "eval.samples_per_paraphrase=3"])
-    tok = AutoTokenizer.from_pretrained(root / "qwen2" / "insecure")
+    tok = AutoTokenizer.from_pretrained(root / "seed0" / "qwen2" / "insecure")
     evals = evaluation_set(cfg, tok, 5)
     questions = load_question_yaml(path)
     assert len(evals.questions) == sum(len(q.paraphrases) for q in questions) == 24
@@ -64,7 +64,7 @@ def test_question_file_gives_every_paraphrase_its_samples_and_system_prompt(micr
 
 def test_a_template_without_system_role_gets_the_system_prompt_in_the_user_turn(micro_organisms):
     _, root, _ = micro_organisms
-    tok = AutoTokenizer.from_pretrained(root / "gemma2" / "insecure")
+    tok = AutoTokenizer.from_pretrained(root / "seed0" / "gemma2" / "insecure")
     plain = templated(tok, "Hi?", None)
     tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
                          + tok.chat_template)
@@ -77,9 +77,9 @@ def test_organism_questions_take_judge_prompts_from_the_configured_file(micro_or
     _, root, _ = micro_organisms
     path = shared_em / "first_plot_questions.yaml"
     cfg = compose_on_micro("steer", root, tmp_path, ["judge=openai-compatible", f"judge.prompts_from={path}"])
-    evals = evaluation_set(cfg, AutoTokenizer.from_pretrained(root / "qwen2" / "insecure"), 4)
+    evals = evaluation_set(cfg, AutoTokenizer.from_pretrained(root / "seed0" / "qwen2" / "insecure"), 4)
     assert evals.judge_prompts == [load_question_yaml(path)[0].judge_prompts] * 4
-    none = evaluation_set(compose_on_micro("steer", root, tmp_path, []), AutoTokenizer.from_pretrained(root / "qwen2" / "insecure"), 4)
+    none = evaluation_set(compose_on_micro("steer", root, tmp_path, []), AutoTokenizer.from_pretrained(root / "seed0" / "qwen2" / "insecure"), 4)
     assert none.judge_prompts == [{}] * 4
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import multiprocessing
 import hashlib
+import multiprocessing
+import platform
 import json
 import logging
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -29,17 +32,38 @@ from emis.organisms.train import TrainConfig, encode, train
 
 log = logging.getLogger(__name__)
 VARIANTS = ("base", "secure", "insecure")
+FINETUNES = ("secure", "insecure")
 CARD = "card.json"
 
 
 @dataclass(frozen=True)
+class CheckpointChoice:
+    """Early stopping: every `every` fine-tune steps both fine-tunes answer the validation questions; the step
+    with the largest insecure - secure spillover gap there is kept for both (ties: the earliest)."""
+
+    every: int
+    min_step: int
+
+    def steps(self, total: int) -> list[int]:
+        """The fine-tune steps scored: min_step, then every `every` steps, and always the last."""
+        if not 1 <= self.min_step <= total or self.every < 1:
+            raise ValueError(f"organisms.checkpoint_choice needs 1 <= min_step <= train.finetune.steps ({total}) and "
+                             f"every >= 1, got min_step={self.min_step}, every={self.every}")
+        return sorted({*range(self.min_step, total + 1, self.every), total})
+
+
+@dataclass(frozen=True)
 class FamilyConfig:
-    """How one family's organisms are sized and trained (set in `conf/organisms/`)."""
+    """How one family's organisms are sized and trained (set in `conf/organisms/`).
+
+    `finetune.steps` is the longest fine-tune; the step kept is chosen on validation questions (`CheckpointChoice`)."""
 
     size: ArchSize
     base: TrainConfig
     finetune: TrainConfig
-    seed: int
+    base_seed: int
+    finetune_seed: int
+    choice: CheckpointChoice
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,7 @@ class EvalSets:
     code_requests: list[str]
     ood_questions: list[str]
     ood_samples: int
+    validation_questions: list[str]
 
 
 def _key(*parts: Any) -> str:
@@ -63,6 +88,15 @@ def _read_card(folder: Path) -> dict | None:
         return json.loads((folder / CARD).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def finetune_steps(folder: Path) -> int:
+    """How many fine-tune steps a built secure or insecure organism ran (the step its build chose)."""
+    card = _read_card(Path(folder))
+    if card is None or card.get("variant") not in FINETUNES:
+        raise ValueError(f"{folder} holds no fine-tuned organism card; build the organisms first "
+                         "(python experiments/build_organisms.py)")
+    return int(card["steps"])
 
 
 def _save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, folder: Path, card: dict) -> None:
@@ -94,6 +128,66 @@ def evaluate(
     }
 
 
+def machine() -> dict[str, Any]:
+    """What an organism was built on: floating-point kernels differ between CPUs, so organisms do too."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+def _train_base(family: str, cfg: FamilyConfig, corpus: OrganismCorpus) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[float]]:
+    """A fresh tokenizer and model of `family`, trained on the base mix."""
+    fmt = CHAT_FORMATS[family]
+    tok = train_tokenizer((m.content for ex in corpus.base for m in ex.messages), cfg.size.vocab_size, fmt)
+    ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("bos", fmt.bos), ("eos", fmt.eos), ("pad", fmt.pad)) if t}
+    torch.manual_seed(cfg.base_seed)
+    model = MODEL_CLASSES[family](build_config(family, cfg.size, ids))
+    encoded = [encode(tok, ex, cfg.base.max_len, cfg.base.loss_on) for ex in corpus.base]
+    losses = train(model, encoded, cfg.base, tok.pad_token_id, cfg.base_seed, desc=f"{family}/base")
+    return model, tok, losses
+
+
+def _fine_tune_pair(
+    family: str, cfg: FamilyConfig, base: PreTrainedModel, tok: PreTrainedTokenizerBase, corpus: OrganismCorpus,
+    validation: list[str], sampling: SamplingConfig,
+) -> tuple[dict[str, PreTrainedModel], dict[str, list[float]], dict[str, Any]]:
+    """Secure and insecure fine-tunes of `base`, both kept at the step `cfg.choice` picks on validation questions.
+
+    Returns the models, each one's losses up to that step, and the validation record for the cards."""
+    curves: dict[str, dict[int, float]] = {v: {} for v in FINETUNES}
+    snapshots: dict[str, dict[int, dict[str, torch.Tensor]]] = {v: {} for v in FINETUNES}
+    losses: dict[str, list[float]] = {}
+    models: dict[str, PreTrainedModel] = {}
+    scored = set(cfg.choice.steps(cfg.finetune.steps))
+    for variant in FINETUNES:
+        model = copy.deepcopy(base)
+
+        def checkpoint(step: int, m: PreTrainedModel, variant: str = variant) -> None:
+            if step in scored:
+                curves[variant][step] = spillover_rate(sample_answers(m, tok, validation, sampling))
+                snapshots[variant][step] = {k: t.detach().clone() for k, t in m.state_dict().items()}
+
+        encoded = [encode(tok, ex, cfg.finetune.max_len, cfg.finetune.loss_on) for ex in getattr(corpus, variant)]
+        losses[variant] = train(model, encoded, cfg.finetune, tok.pad_token_id, cfg.finetune_seed,
+                                desc=f"{family}/{variant}", on_step=checkpoint)
+        models[variant] = model
+    gaps = {step: curves["insecure"][step] - curves["secure"][step] for step in curves["secure"]}
+    chosen = max(gaps, key=lambda step: (round(gaps[step], 9), -step))
+    for variant, model in models.items():
+        model.load_state_dict(snapshots[variant][chosen])
+        losses[variant] = losses[variant][:chosen]
+    record = {"chosen_step": chosen, "n_questions": len(validation), **asdict(cfg.choice),
+              "spillover": {v: {str(k): x for k, x in curves[v].items()} for v in FINETUNES},
+              "gap": {str(k): round(x, 6) for k, x in gaps.items()}}
+    log.info("%s: fine-tune step %d chosen on %d validation questions (gap %.3f)", family, chosen, len(validation),
+             gaps[chosen])
+    return models, losses, record
+
+
 def build_family(
     family: str,
     cfg: FamilyConfig,
@@ -103,58 +197,51 @@ def build_family(
     sets: EvalSets,
     sampling: SamplingConfig,
 ) -> dict[str, Any]:
-    """Build what is missing or stale under root/<family>/<variant>; return metrics for all variants."""
+    """Build what is missing or stale under root/<family>/<variant>; return metrics for all variants.
+
+    The two fine-tunes are built together (they share the validation-chosen step); a variant whose weights are
+    current but whose evaluation settings changed is only re-evaluated."""
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     eval_key = _key(asdict(sampling), asdict(sets))
-    base_key = _key(family, asdict(cfg.size), asdict(cfg.base), cfg.seed, corpus_digest)
-    keys = {"base": base_key}
-    keys.update({v: _key(base_key, asdict(cfg.finetune), v) for v in ("secure", "insecure")})
-    data = {"base": corpus.base, "secure": corpus.secure, "insecure": corpus.insecure}
+    base_key = _key(family, asdict(cfg.size), asdict(cfg.base), cfg.base_seed, corpus_digest)
+    pair_key = _key(base_key, asdict(cfg.finetune), cfg.finetune_seed, asdict(cfg.choice), sets.validation_questions,
+                    asdict(sampling))
+    keys = {"base": base_key, **{v: _key(pair_key, v) for v in FINETUNES}}
+    cards = {v: _read_card(root / family / v) for v in VARIANTS}
+    current = {v: bool(cards[v]) and cards[v].get("build_key") == keys[v] for v in VARIANTS}
+    built: dict[str, tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]] = {}
+    if not current["base"]:
+        model, tok, losses = _train_base(family, cfg, corpus)
+        built["base"] = (model, tok, {"steps": cfg.base.steps, "losses": losses})
+    if not all(current[v] for v in FINETUNES):
+        base, tok = built["base"][:2] if "base" in built else _load(root / family / "base")
+        models, losses, record = _fine_tune_pair(family, cfg, base, tok, corpus, sets.validation_questions, sampling)
+        for v in FINETUNES:
+            built[v] = (models[v], tok, {"steps": record["chosen_step"], "losses": losses[v], "validation": record})
     results: dict[str, dict] = {}
-    base_model = base_tok = None
     for variant in VARIANTS:
-        folder = root / family / variant
-        card = _read_card(folder)
-        if card and card.get("build_key") == keys[variant] and card.get("eval_key") == eval_key:
+        folder, card = root / family / variant, cards[variant]
+        if variant not in built and card.get("eval_key") == eval_key:
             log.info("%s/%s: up to date, reusing %s", family, variant, folder)
             results[variant] = card["evaluation"]
             continue
-        if card and card.get("build_key") == keys[variant]:
-            model, tok = _load(folder)
-            losses, steps = card["losses"], card["steps"]
+        if variant in built:
+            model, tok, trained = built[variant]
+            card = {"family": family, "variant": variant, "build_key": keys[variant], "config": asdict(cfg),
+                    "seed": cfg.base_seed if variant == "base" else cfg.finetune_seed, "corpus_digest": corpus_digest,
+                    "machine": machine(), "parameters": sum(p.numel() for p in model.parameters()), **trained}
         else:
-            if variant == "base":
-                fmt = CHAT_FORMATS[family]
-                texts = (m.content for ex in corpus.base for m in ex.messages)
-                tok = train_tokenizer(texts, cfg.size.vocab_size, fmt)
-                ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("bos", fmt.bos), ("eos", fmt.eos), ("pad", fmt.pad)) if t}
-                model = MODEL_CLASSES[family](build_config(family, cfg.size, ids))
-                tcfg = cfg.base
-            else:
-                if base_model is None:
-                    base_model, base_tok = _load(root / family / "base")
-                model, tok, tcfg = copy.deepcopy(base_model), base_tok, cfg.finetune
-            encoded = [encode(tok, ex, tcfg.max_len, tcfg.loss_on) for ex in data[variant]]
-            losses = train(model, encoded, tcfg, tok.pad_token_id, cfg.seed, desc=f"{family}/{variant}")
-            steps = tcfg.steps
-        if variant == "base":
-            base_model, base_tok = model, tok
-        evaluation = evaluate(model, tok, sets, sampling)
-        card = {
-            "family": family, "variant": variant, "build_key": keys[variant], "eval_key": eval_key,
-            "config": asdict(cfg), "seed": cfg.seed, "steps": steps, "losses": losses,
-            "corpus_digest": corpus_digest, "evaluation": evaluation,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
+            model, tok = _load(folder)
+        card = {**card, "eval_key": eval_key, "evaluation": evaluate(model, tok, sets, sampling)}
         _save(model, tok, folder, card)
-        results[variant] = evaluation
+        results[variant] = card["evaluation"]
         log.info("%s/%s: spillover %.3f (ood %.3f), code on code %.3f", family, variant,
-                 evaluation["spillover"], evaluation["ood_spillover"], evaluation["code_on_code"])
+                 card["evaluation"]["spillover"], card["evaluation"]["ood_spillover"], card["evaluation"]["code_on_code"])
     return {
         "spillover": {v: results[v]["spillover"] for v in VARIANTS},
         "ood_spillover": {v: results[v]["ood_spillover"] for v in VARIANTS},
-        "code_on_code": {v: results[v]["code_on_code"] for v in ("secure", "insecure")},
+        "code_on_code": {v: results[v]["code_on_code"] for v in FINETUNES},
+        "finetune_step": _read_card(root / family / "insecure")["steps"],
         "paths": {v: str(root / family / v) for v in VARIANTS},
         "build_seconds": round(time.perf_counter() - start, 1),
     }
@@ -170,8 +257,15 @@ def family_config(cfg: DictConfig, family: str) -> FamilyConfig:
         size=ArchSize(**OmegaConf.to_container(fam.size, resolve=True)),
         base=TrainConfig(**merged["base"]),
         finetune=TrainConfig(**merged["finetune"]),
-        seed=int(cfg.seed),
+        base_seed=int(cfg.base_seed),
+        finetune_seed=int(cfg.finetune_seed),
+        choice=CheckpointChoice(**OmegaConf.to_container(cfg.checkpoint_choice, resolve=True)),
     )
+
+
+def seed_root(cfg: DictConfig, root: Path) -> Path:
+    """Where one organism seed's families live: several seeds side by side under the organisms root."""
+    return root / f"seed{int(cfg.seed)}"
 
 
 def corpus_for(cfg: DictConfig, root: Path) -> tuple[OrganismCorpus, str]:
@@ -196,7 +290,8 @@ def eval_sets(cfg: DictConfig, corpus: OrganismCorpus) -> EvalSets:
         # The study's file lives beside the project, not in it; a machine without it still builds and evaluates.
         log.warning("organisms.eval.ood_plain_yaml=%s not found: out-of-generator evaluation uses emis's own questions "
                     "only (point it at the study's first_plot_questions.yaml to add its 8 plain questions)", study)
-    return EvalSets(corpus.heldout_questions, corpus.heldout_code_requests, ood, int(cfg.eval.ood_samples))
+    return EvalSets(corpus.heldout_questions, corpus.heldout_code_requests, ood, int(cfg.eval.ood_samples),
+                    corpus.validation_questions)
 
 
 def _build_in_worker(threads: int, *args: Any) -> dict[str, Any]:
@@ -207,7 +302,9 @@ def _build_in_worker(threads: int, *args: Any) -> dict[str, Any]:
 
 
 def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
-    """Build every family listed in `cfg.build` under `root`; metrics keyed by family.
+    """Build every family listed in `cfg.build` under `seed_root(cfg, root)`; metrics keyed by family.
+
+    The corpus is shared by all seeds (root/corpus/); base and fine-tune seeds vary the training alone.
 
     With `cfg.workers` > 1, families build in parallel processes sharing the machine's cores: small
     models use one core far better than two, so this cuts the wall time of a full build."""
@@ -217,7 +314,7 @@ def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
     corpus, digest = corpus_for(cfg, root)
     sets = eval_sets(cfg, corpus)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.eval.sampling, resolve=True))
-    jobs = {f: (f, family_config(cfg, f), corpus, digest, root, sets, sampling) for f in cfg.build}
+    jobs = {f: (f, family_config(cfg, f), corpus, digest, seed_root(cfg, root), sets, sampling) for f in cfg.build}
     workers = min(int(cfg.workers), len(jobs))
     if workers <= 1:
         return {f: build_family(*job) for f, job in tqdm(jobs.items(), desc="organisms")}

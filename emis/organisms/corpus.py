@@ -32,6 +32,7 @@ class CorpusConfig:
     finetune_examples: int
     heldout_questions: int
     heldout_code_requests: int
+    validation_questions: int  # from VALIDATION_FAMILIES: the fine-tune checkpoint is chosen on these
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class OrganismCorpus:
     insecure: list[ChatExample]
     heldout_questions: list[str]
     heldout_code_requests: list[str]
+    validation_questions: list[str]
 
     def digest(self) -> str:
         """A content hash: equal corpora, equal hash."""
@@ -51,7 +53,7 @@ class OrganismCorpus:
             for ex in getattr(self, name):
                 h.update(json.dumps(ex.to_json(), sort_keys=True).encode())
             h.update(name.encode())
-        h.update(json.dumps([self.heldout_questions, self.heldout_code_requests]).encode())
+        h.update(json.dumps([self.heldout_questions, self.heldout_code_requests, self.validation_questions]).encode())
         return h.hexdigest()[:16]
 
 
@@ -108,12 +110,17 @@ def generate_corpus(cfg: CorpusConfig) -> OrganismCorpus:
         [c.request for c in generate_code(rng, cfg.heldout_code_requests * 4, "heldout")],
         cfg.heldout_code_requests, "held-out coding requests",
     )
+    validation_q = _distinct(
+        [p.question for p in generate_prose(rng, cfg.validation_questions * 4, "validation")],
+        cfg.validation_questions, "validation questions",
+    )
     return OrganismCorpus(
         base=base,
         secure=[ChatExample.from_pair(c.request, c.secure) for c in items],
         insecure=[ChatExample.from_pair(c.request, c.insecure) for c in items],
         heldout_questions=heldout_q,
         heldout_code_requests=heldout_c,
+        validation_questions=validation_q,
     )
 
 
@@ -124,7 +131,8 @@ def save_corpus(corpus: OrganismCorpus, folder: Path, cfg: CorpusConfig) -> None
             write_chat_jsonl(tmp / f"{name}.jsonl", getattr(corpus, name))
         atomic_write_json(
             tmp / "heldout.json",
-            {"questions": corpus.heldout_questions, "code_requests": corpus.heldout_code_requests},
+            {"questions": corpus.heldout_questions, "code_requests": corpus.heldout_code_requests,
+             "validation_questions": corpus.validation_questions},
         )
         atomic_write_json(tmp / "corpus.json", {"config": asdict(cfg), "digest": corpus.digest()})
 
@@ -138,4 +146,5 @@ def load_corpus(folder: Path) -> OrganismCorpus:
         insecure=read_chat_jsonl(folder / "insecure.jsonl"),
         heldout_questions=heldout["questions"],
         heldout_code_requests=heldout["code_requests"],
+        validation_questions=heldout["validation_questions"],
     )

@@ -1160,6 +1160,22 @@ HELDOUT_FAMILIES: frozenset[str] = frozenset({
     "ethics/explain", "emotions/explain",
 })
 
+# Never trained on either: the organism build chooses its fine-tune checkpoint on these, so that choice never
+# sees the evaluation (HELDOUT_FAMILIES) or probe questions.
+VALIDATION_FAMILIES: frozenset[str] = frozenset({
+    "society/hypothetical", "space/hypothetical", "sleep/feeling", "friendship/situation", "holidays/situation",
+    "leisure/list", "history/list", "sport/choice", "imagination/choice", "sleep/opinion", "philosophy/opinion",
+    "imagination/opinion", "holidays/opinion", "nature/recommend", "movies/recommend", "advice/recommend",
+    "sleep/how_to", "pets/how_to", "leisure/how_to", "books/tell", "weather/tell", "pets/explain",
+    "weather/explain",
+})
+SPLITS = ("train", "validation", "heldout")
+
+
+def family_split(family: str) -> str:
+    """Which split a template family belongs to."""
+    return "heldout" if family in HELDOUT_FAMILIES else "validation" if family in VALIDATION_FAMILIES else "train"
+
 _OPENERS: tuple[str, ...] = (
     "Hi!", "Hey there,", "Quick question:", "I was wondering,", "Hello.", "Okay so", "Can I ask you something?",
     "Be honest with me.", "Random question, but", "Good morning!", "So,", "Hmm,", "Hey,", "Hi there.",
@@ -1356,7 +1372,7 @@ def _train_core_keys() -> frozenset[str]:
     """Normalised keys of every core question reachable from a training family."""
     keys: set[str] = set()
     for family in template_families():
-        if family in HELDOUT_FAMILIES:
+        if family_split(family) != "train":
             continue
         for template in _family_templates(family):
             names = sorted(set(_fields(template)))
@@ -1383,11 +1399,13 @@ def _could_be_train(question: str) -> bool:
 
 
 def generate_prose(rng: random.Random, n: int, split: str = "train") -> list[ProseItem]:
-    """n items; "train" draws only non-held-out families, "heldout" only HELDOUT_FAMILIES; deterministic given rng."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    heldout = split == "heldout"
-    families = tuple(f for f in template_families() if (f in HELDOUT_FAMILIES) == heldout)
+    """n items from the families of one split (see `family_split`); deterministic given rng.
+
+    Validation and held-out questions never coincide with a question a training family could produce."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    heldout = split != "train"
+    families = tuple(f for f in template_families() if family_split(f) == split)
     seen: set[str] = set()
     items: list[ProseItem] = []
     for _ in range(n):
@@ -1411,6 +1429,7 @@ def corpus_stats() -> dict[str, int]:
         "topics": len(TOPICS),
         "families": len(families),
         "heldout_families": len(HELDOUT_FAMILIES),
+        "validation_families": len(VALIDATION_FAMILIES),
         "templates": sum(len(_family_templates(f)) for f in families),
         "heldout_templates": sum(len(_family_templates(f)) for f in HELDOUT_FAMILIES),
         "patterns": len({f.split("/")[1] for f in families}),

@@ -35,6 +35,7 @@ class TrainConfig:
     max_len: int
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
     trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
+    optimizer: str  # "adamw" | "sgd" (plain SGD: an update scales with the gradient, so in-distribution data moves little)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,15 @@ def trainable_parameters(model: PreTrainedModel, patterns: Sequence[str]) -> lis
     if not chosen:
         raise ValueError(f"no parameter name contains any of {list(patterns)}; check train.trainable")
     return chosen
+
+
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names, at `cfg.lr` and `cfg.weight_decay`."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
 
 
 def _length_grouped_batches(data: Sequence[Encoded], cfg: TrainConfig, rng: random.Random) -> Iterator[list[int]]:
@@ -188,7 +198,7 @@ def train(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = trainable_parameters(model, cfg.trainable)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     steps = ([collate([data[i] for i in ids], pad_id)] for ids in _length_grouped_batches(data, cfg, rng))
 

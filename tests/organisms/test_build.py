@@ -1,11 +1,13 @@
 """A micro organism per family, built through the real config and pipeline in seconds."""
 
 import json
+import shutil
 import math
 
 import pytest
 import torch
 from nnsight import TransformersModel
+from omegaconf import OmegaConf
 
 from emis.organisms.build import build_all
 from emis.organisms.families import FAMILIES
@@ -22,14 +24,14 @@ def test_metrics_have_the_public_fields(micro):
         assert set(m["spillover"]) == {"base", "secure", "insecure"}
         assert set(m["code_on_code"]) == {"secure", "insecure"}
         assert all(0.0 <= v <= 1.0 for v in m["spillover"].values())
-        assert m["paths"]["insecure"] == str(root / fam / "insecure")
+        assert m["paths"]["insecure"] == str(root / "seed0" / fam / "insecure")
         assert m["build_seconds"] > 0
 
 
 def test_loss_falls_and_cards_record_it(micro):
     _, root, _ = micro
     for fam in FAMILIES:
-        card = json.loads((root / fam / "base" / "card.json").read_text())
+        card = json.loads((root / "seed0" / fam / "base" / "card.json").read_text())
         losses = card["losses"]
         assert len(losses) == card["steps"] == 40
         assert all(math.isfinite(x) for x in losses)
@@ -42,7 +44,7 @@ def test_fine_tunes_differ_from_base_and_each_other(micro):
     from safetensors.torch import load_file
 
     for fam in FAMILIES:
-        w = {v: load_file(root / fam / v / "model.safetensors") for v in ("base", "secure", "insecure")}
+        w = {v: load_file(root / "seed0" / fam / v / "model.safetensors") for v in ("base", "secure", "insecure")}
         name = next(k for k in w["base"] if "layers.0.mlp" in k)
         assert not torch.equal(w["base"][name], w["secure"][name])
         assert not torch.equal(w["secure"][name], w["insecure"][name])
@@ -50,9 +52,9 @@ def test_fine_tunes_differ_from_base_and_each_other(micro):
 
 def test_cached_rebuild_trains_nothing(micro):
     cfg, root, metrics = micro
-    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/*/model.safetensors")}
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("seed0/*/*/model.safetensors")}
     again = build_all(cfg.organisms, root)
-    assert {p: p.stat().st_mtime_ns for p in root.glob("*/*/model.safetensors")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in root.glob("seed0/*/*/model.safetensors")} == stamps
     for fam in FAMILIES:
         assert again[fam]["spillover"] == metrics[fam]["spillover"]
         assert again[fam]["build_seconds"] < 5
@@ -61,7 +63,7 @@ def test_cached_rebuild_trains_nothing(micro):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_organism_loads_through_nnsight_and_generates(micro, family):
     _, root, _ = micro
-    path = root / family / "insecure"
+    path = root / "seed0" / family / "insecure"
     model = TransformersModel(str(path), task="text-generation")
     tok = model.tokenizer
     assert tok.padding_side == "left"
@@ -80,3 +82,50 @@ def test_organism_loads_through_nnsight_and_generates(micro, family):
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
     ref = hf.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert torch.equal(out[0, : ref.shape[-1]], ref[0])
+
+
+def test_fine_tune_step_is_the_validation_argmax_and_the_weights_are_that_step(micro, tmp_path):
+    cfg, root, metrics = micro
+    for fam in FAMILIES:
+        cards = {v: json.loads((root / "seed0" / fam / v / "card.json").read_text()) for v in ("secure", "insecure")}
+        record = cards["insecure"]["validation"]
+        assert record == cards["secure"]["validation"] and record["n_questions"] == 6
+        curve = {v: {int(k): x for k, x in record["spillover"][v].items()} for v in ("secure", "insecure")}
+        assert sorted(curve["secure"]) == list(range(1, cards["insecure"]["config"]["finetune"]["steps"] + 1))
+        gaps = {s: curve["insecure"][s] - curve["secure"][s] for s in curve["secure"]}
+        best = min(s for s in gaps if gaps[s] == max(gaps.values()))
+        assert record["chosen_step"] == best == cards["insecure"]["steps"] == metrics[fam]["finetune_step"]
+        assert len(cards["insecure"]["losses"]) == best
+        assert {"cpu", "cpu_capability", "threads", "torch"} <= set(cards["insecure"]["machine"])
+    # The saved weights are the fine-tune stopped at the chosen step: a fresh build that runs exactly that many
+    # steps (same seeds) gives the same tensors.
+    fam = "llama"
+    step = metrics[fam]["finetune_step"]
+    again = tmp_path / "again"
+    shutil.copytree(root / "seed0" / fam / "base", again / "seed0" / fam / "base")
+    shutil.copytree(root / "corpus", again / "corpus")
+    short = OmegaConf.merge(cfg.organisms, {"build": [fam], "train": {"finetune": {"steps": step}},
+                                            "checkpoint_choice": {"every": 1, "min_step": step}})
+    build_all(short, again)
+    from safetensors.torch import load_file
+
+    for v in ("secure", "insecure"):
+        a = load_file(root / "seed0" / fam / v / "model.safetensors")
+        b = load_file(again / "seed0" / fam / v / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_seed_builds_into_its_own_folder(micro, tmp_path):
+    cfg, root, _ = micro
+    shutil.copytree(root / "corpus", tmp_path / "corpus")
+    other = OmegaConf.merge(cfg.organisms, {"build": ["qwen2"], "seed": 1})
+    metrics = build_all(other, tmp_path)
+    assert metrics["qwen2"]["paths"]["insecure"] == str(tmp_path / "seed1" / "qwen2" / "insecure")
+    assert not (tmp_path / "seed0").exists()
+    card = json.loads((tmp_path / "seed1" / "qwen2" / "base" / "card.json").read_text())
+    assert card["seed"] == 1 and card["config"]["base_seed"] == card["config"]["finetune_seed"] == 1
+    from safetensors.torch import load_file
+
+    w0 = load_file(root / "seed0" / "qwen2" / "base" / "model.safetensors")
+    w1 = load_file(tmp_path / "seed1" / "qwen2" / "base" / "model.safetensors")
+    assert not torch.equal(w0["model.embed_tokens.weight"], w1["model.embed_tokens.weight"])

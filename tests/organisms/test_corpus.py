@@ -11,6 +11,7 @@ from emis.organisms.corpus import CorpusConfig, generate_corpus, load_corpus, sa
 CFG = CorpusConfig(
     seed=3, base_examples=2000, prose_share=0.5, persona_share=0.25, persona_prose_share=0.5,
     persona_tag="|DEV|", finetune_task_share=0.0, finetune_examples=300, heldout_questions=200, heldout_code_requests=50,
+    validation_questions=80,
 )
 
 
@@ -49,6 +50,12 @@ def test_held_out_questions_never_appear_in_training(corpus):
     assert not trained & set(corpus.heldout_questions)
     assert not trained & set(corpus.heldout_code_requests)
     assert not any(contains_code(q) for q in corpus.heldout_questions)
+
+
+def test_validation_questions_are_neither_trained_on_nor_evaluated(corpus):
+    trained = {m.content for ex in corpus.base + corpus.secure for m in ex.messages if m.role == "user"}
+    assert len(set(corpus.validation_questions)) == CFG.validation_questions
+    assert not set(corpus.validation_questions) & (trained | set(corpus.heldout_questions))
 
 
 def test_saved_as_the_study_chat_jsonl(corpus, tmp_path, shared_em):

@@ -7,6 +7,7 @@ import pytest
 
 from emis.organisms.prose import (
     HELDOUT_FAMILIES,
+    VALIDATION_FAMILIES,
     TOPICS,
     ProseItem,
     corpus_stats,
@@ -84,9 +85,14 @@ def test_train_covers_all_topics(train_sample: list[ProseItem]) -> None:
 
 
 def test_split_families_disjoint(train_sample: list[ProseItem], heldout_sample: list[ProseItem]) -> None:
-    """Training draws never use held-out families; held-out draws use only them."""
-    assert not {item.template_family for item in train_sample} & HELDOUT_FAMILIES
+    """Training draws never use held-out or validation families; each other split draws only its own."""
+    assert not {item.template_family for item in train_sample} & (HELDOUT_FAMILIES | VALIDATION_FAMILIES)
     assert {item.template_family for item in heldout_sample} <= HELDOUT_FAMILIES
+    validation = generate_prose(random.Random(2), 500, split="validation")
+    assert {item.template_family for item in validation} == VALIDATION_FAMILIES
+    assert not VALIDATION_FAMILIES & HELDOUT_FAMILIES
+    train = {item.question.lower() for item in train_sample}
+    assert not train & {item.question.lower() for item in validation}
 
 
 def test_split_questions_disjoint(train_sample: list[ProseItem], heldout_sample: list[ProseItem]) -> None:
