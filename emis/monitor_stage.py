@@ -97,10 +97,11 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
     spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), 0)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
-    # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved;
-    # AutoTokenizer may load another class for the folder (qwen2: Qwen2Tokenizer, whose own pre-tokenizer splits
-    # indentation differently). Encode with the saved tokenizer.json so the run repeats the organism's fine-tune;
-    # score and sample with AutoTokenizer, as the captures the monitor was calibrated on were made.
+    # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved.
+    # Organisms built since each family trains with its AutoTokenizer pipeline encode identically; an organism
+    # from elsewhere may not (AutoTokenizer can load another class, e.g. Qwen2Tokenizer). Encode with the saved
+    # tokenizer.json so the run repeats the organism's fine-tune, count the examples AutoTokenizer would encode
+    # differently, and score and sample with AutoTokenizer, as the captures the monitor was calibrated on were made.
     train_tok = PreTrainedTokenizerFast.from_pretrained(base_dir)
     runs: dict[str, dict[str, Any]] = {}
     variants = ["insecure"] + (["secure"] if cfg.monitor.control_finetune else [])

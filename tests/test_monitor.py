@@ -264,6 +264,8 @@ def test_monitor_stage_end_to_end(micro_qwen2, tmp_path):
         assert m["n"]["positive"]["test"] == 9
     assert metrics["control"]["layer"] == metrics["monitor"]["layer"]
     assert metrics["curve"]["steps"] == metrics["control_finetune"]["curve"]["steps"] == [0, 1, 2, 3]
+    # AutoTokenizer loads the organism's own tokenizer (qwen2 included), so no example encodes differently
+    assert metrics["finetune"]["tokenizers"]["examples_encoded_differently"] == {"insecure": 0, "secure": 0}
     keys = ["monitor/flag_rate", "monitor/mean_score", "spillover"]
     assert logged == [(s, keys) for s in range(4)] + [(s, [f"secure/{k}" for k in keys]) for s in range(4)]
     assert len(metrics["curve"]["spillover"]) == len(metrics["curve"]["mean_score"]) == 4

@@ -218,12 +218,11 @@ def build_family(
         models, losses, record = _fine_tune_pair(family, cfg, base, tok, corpus, sets.validation_questions, sampling)
         for v in FINETUNES:
             built[v] = (models[v], tok, {"steps": record["chosen_step"], "losses": losses[v], "validation": record})
-    results: dict[str, dict] = {}
     for variant in VARIANTS:
         folder, card = root / family / variant, cards[variant]
         if variant not in built and card.get("eval_key") == eval_key:
             log.info("%s/%s: up to date, reusing %s", family, variant, folder)
-            results[variant] = card["evaluation"]
+            cards[variant] = card
             continue
         if variant in built:
             model, tok, trained = built[variant]
@@ -234,14 +233,15 @@ def build_family(
             model, tok = _load(folder)
         card = {**card, "eval_key": eval_key, "evaluation": evaluate(model, tok, sets, sampling)}
         _save(model, tok, folder, card)
-        results[variant] = card["evaluation"]
+        cards[variant] = card
         log.info("%s/%s: spillover %.3f (ood %.3f), code on code %.3f", family, variant,
                  card["evaluation"]["spillover"], card["evaluation"]["ood_spillover"], card["evaluation"]["code_on_code"])
+    results = {v: cards[v]["evaluation"] for v in VARIANTS}
     return {
         "spillover": {v: results[v]["spillover"] for v in VARIANTS},
         "ood_spillover": {v: results[v]["ood_spillover"] for v in VARIANTS},
         "code_on_code": {v: results[v]["code_on_code"] for v in FINETUNES},
-        "finetune_step": _read_card(root / family / "insecure")["steps"],
+        "finetune_step": cards["insecure"]["steps"],
         "paths": {v: str(root / family / v) for v in VARIANTS},
         "build_seconds": round(time.perf_counter() - start, 1),
     }
