@@ -86,9 +86,20 @@ class ControlConfig:
     """How many control directions of each family to draw (owned by the steering config)."""
 
     n_random: int
-    n_orthogonal: int
     n_shuffled: int
+    n_wrong_layer: int
+    n_wrong_layer_raw: int
+    n_secure_vs_base: int
     seed: int
+
+
+@dataclass(frozen=True)
+class ControlFamilySet:
+    """Unit control directions of one family, [n, d], with each one's cosine to the real direction before it was
+    orthogonalised against it (equal to the final cosine for families used as they are)."""
+
+    units: torch.Tensor
+    raw_cosine: torch.Tensor
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -100,40 +111,70 @@ def random_directions(d: int, n: int, seed: int) -> torch.Tensor:
     return _unit_rows(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)).float()
 
 
-def orthogonal_directions(v: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """n seeded random unit directions with their component along v removed, [n, d]."""
+def orthogonalised(directions: torch.Tensor, v: torch.Tensor) -> ControlFamilySet:
+    """Unit rows with their component along v removed, and their raw cosines to v."""
     u = _unit_rows(v.double()[None])[0]
-    r = torch.randn(n, v.shape[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return _unit_rows(r - (r @ u)[:, None] * u).float()
+    rows = _unit_rows(directions.double())
+    raw = rows @ u
+    return ControlFamilySet(_unit_rows(rows - raw[:, None] * u).float(), raw.float())
+
+
+def as_family(directions: torch.Tensor, v: torch.Tensor) -> ControlFamilySet:
+    """Unit rows used as they are, with their cosines to v."""
+    rows = _unit_rows(directions.double())
+    return ControlFamilySet(rows.float(), (rows @ _unit_rows(v.double()[None])[0]).float())
+
+
+def _paired(misaligned: torch.Tensor, aligned: torch.Tensor, what: str) -> None:
+    if misaligned.shape != aligned.shape:
+        raise ValueError(f"{what} needs the two sides' rows paired by question (same prompts, same order); "
+                         f"got {misaligned.shape[0]} and {aligned.shape[0]} rows")
 
 
 def shuffled_label_directions(misaligned: torch.Tensor, aligned: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Difference-in-means of n seeded random relabellings of the pooled rows ([N, d] each side), as unit rows."""
-    pooled = torch.cat([misaligned, aligned]).double()
+    """Difference-in-means after n seeded relabellings that swap the two sides within each paired prompt
+    (rows [N, d] paired by question): mean_i s_i (m_i - a_i) with random signs s_i, as unit rows."""
+    _paired(misaligned, aligned, "a shuffled-label control")
+    diffs = misaligned.double() - aligned.double()
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        perm = torch.randperm(pooled.shape[0], generator=gen)
-        a, b = pooled[perm[: misaligned.shape[0]]], pooled[perm[misaligned.shape[0] :]]
-        out.append(a.mean(0) - b.mean(0))
-    return _unit_rows(torch.stack(out)).float()
+    signs = torch.randint(0, 2, (n, diffs.shape[0]), generator=gen, dtype=torch.float64) * 2 - 1
+    return _unit_rows(signs @ diffs / diffs.shape[0]).float()
+
+
+def bootstrap_directions(plus: torch.Tensor, minus: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Difference-in-means of n seeded bootstrap resamples of paired rows ([N, d] each side), as unit rows:
+    the sampling variation of a direction, which makes a single control direction a family."""
+    _paired(plus, minus, "a bootstrap control family")
+    diffs = plus.double() - minus.double()
+    idx = torch.randint(0, diffs.shape[0], (n, diffs.shape[0]), generator=torch.Generator().manual_seed(seed))
+    return _unit_rows(diffs[idx].mean(1)).float()
 
 
 def control_directions(
-    misaligned: ActivationSet, aligned: ActivationSet, base: ActivationSet, layer: int, cfg: ControlConfig
-) -> dict[str, torch.Tensor]:
-    """Unit control directions for steering at `layer`, by family: random, orthogonal, wrong_layer, shuffled_label, secure_vs_base.
+    misaligned: ActivationSet, aligned: ActivationSet, base: ActivationSet | None, layer: int, cfg: ControlConfig
+) -> dict[str, ControlFamilySet]:
+    """Unit control directions for steering at `layer`, by family (STATS.md sections 4-5):
 
-    Callers scale every one to the real direction's magnitude, so only the direction differs."""
+    random (isotropic); shuffled_label (labels swapped within paired prompts) and wrong_layer (bootstrap
+    resamples of the other captured layers' directions), both orthogonalised against the real direction;
+    wrong_layer_raw (the same, not orthogonalised: is the direction layer-specific?); secure_vs_base (bootstrap
+    resamples of the aligned-minus-base direction; absent without a base). Callers match their write norms."""
     em = diff_in_means(misaligned, aligned)
     row = em.layers.index(layer)
+    real = em.vectors[row]
+    m, a = misaligned.activations, aligned.activations
+    others = [i for i in range(len(em.layers)) if i != row]
     controls = {
-        "random": random_directions(em.vectors.shape[1], cfg.n_random, cfg.seed),
-        "orthogonal": orthogonal_directions(em.vectors[row], cfg.n_orthogonal, cfg.seed + 1),
-        "wrong_layer": em.units[[i for i in range(len(em.layers)) if i != row]],
-        "shuffled_label": shuffled_label_directions(
-            misaligned.activations[:, row], aligned.activations[:, row], cfg.n_shuffled, cfg.seed + 2
-        ),
-        "secure_vs_base": diff_in_means(aligned, base).units[[row]],
+        "random": as_family(random_directions(real.shape[0], cfg.n_random, cfg.seed), real),
+        "shuffled_label": orthogonalised(shuffled_label_directions(m[:, row], a[:, row], cfg.n_shuffled, cfg.seed + 2), real),
     }
-    return {name: dirs for name, dirs in controls.items() if dirs.shape[0] > 0}
+    if others:
+        per_layer = -(-cfg.n_wrong_layer // len(others))
+        wrong = torch.cat([bootstrap_directions(m[:, i], a[:, i], per_layer, cfg.seed + 10 + i) for i in others])[: cfg.n_wrong_layer]
+        controls["wrong_layer"] = orthogonalised(wrong, real)
+        controls["wrong_layer_raw"] = as_family(wrong[: cfg.n_wrong_layer_raw], real)
+    if base is not None:
+        diff_in_means(aligned, base)  # the checks of a direction: finite captures with the same layers and width
+        controls["secure_vs_base"] = as_family(
+            bootstrap_directions(a[:, row], base.activations[:, row], cfg.n_secure_vs_base, cfg.seed + 4), real)
+    return {name: fam for name, fam in controls.items() if fam.units.shape[0] > 0}

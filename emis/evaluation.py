@@ -47,6 +47,18 @@ class EvalSet:
         counts = np.bincount(self.units, minlength=len(self.questions))
         return np.bincount(self.units, weights=np.asarray(values, float), minlength=len(self.questions)) / counts
 
+    def rows_of(self, units: np.ndarray) -> np.ndarray:
+        """Indices of the rows (generations) that belong to `units`."""
+        return np.flatnonzero(np.isin(self.units, units))
+
+    def subset(self, units: np.ndarray) -> "EvalSet":
+        """The evaluation set restricted to `units` (in their order here), units renumbered from 0."""
+        units = np.sort(np.asarray(units))
+        rows = self.rows_of(units)
+        renumber = {int(u): i for i, u in enumerate(units)}
+        return EvalSet([self.prompts[r] for r in rows], np.array([renumber[int(self.units[r])] for r in rows]),
+                       [self.questions[u] for u in units], [self.ids[u] for u in units], [self.judge_prompts[u] for u in units])
+
 
 def templated(tok: PreTrainedTokenizerBase, question: str, system: str | None) -> str:
     """The chat prompt of one question; a template without a system role (Gemma 2) gets it folded into the user turn."""

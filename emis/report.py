@@ -36,27 +36,46 @@ def separation_table(probe: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _p(values: dict[str, float]) -> str:
+    return ", ".join(f"{fam} {p:.3f}" for fam, p in values.items())
+
+
+def _tiers(v: dict[str, bool | None]) -> str:
+    names = {"direction_specific": "direction", "em_specific": "EM", "layer_localised": "layer"}
+    return ", ".join(f"{names[k]} {'yes' if ok else 'no'}" for k, ok in v.items() if ok is not None)
+
+
+def _writes(delta: dict[str, Any]) -> str:
+    medians = {fam: sorted(w)[len(w) // 2] for fam, w in delta["controls"].items() if w}
+    return f"{delta['real']:.2f} (controls: " + ", ".join(f"{fam} {w:.2f}" for fam, w in medians.items()) + ")"
+
+
 def steering_table(steer: dict[str, dict[str, Any]]) -> list[str]:
-    """Spillover before/after at the best (layer, α), the reduction with its interval, control percentiles, verdict."""
+    """On the report split: spillover before/after at the (layer, α) chosen on the selection split, the reduction
+    with its interval, coherence, Holm-adjusted p-values per control family, tiered verdicts and write norms."""
     rows = ["| model | layer | α | spillover before → after | reduction (points) [95% CI] | coherence | "
-            "real effect's percentile among controls | verdict |", "|---|---|---|---|---|---|---|---|"]
+            "Holm p per control family | tiers | verdict | write norm (median of controls) | max control cosine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in steer.items():
         b = m["best"]
-        pct = ", ".join(f"{fam} {c['percentile']:.0f}" for fam, c in m["controls"].items())
+        cos = max(abs(c) for fam in m["controls"].values() for c in fam.get("cosine_to_real", [0.0]))
         rows.append(f"| {name} | {b['layer']} | {b['alpha']:g} | {_pct(m['unsteered_spillover'])} → {_pct(b['spillover'])} | "
-                    f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {b['coherence']:.2f} | {pct} | {m['verdict']} |")
+                    f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {b['coherence']:.2f} | {_p(m['p_holm'])} | "
+                    f"{_tiers(m['verdicts'])} | {m['verdict']} | {_writes(m['delta_norm'])} | {cos:.2f} |")
+    n = next(iter(steer.values()))["selection"] if steer else None
+    if n:
+        rows += ["", f"(layer, α) chosen on {n['n_select']} questions, every number measured on the other {n['n_report']} "
+                     f"(split seed {n['seed']})."]
     return rows
 
 
 def transfer_table(transfer: dict[str, Any]) -> list[str]:
-    """Every ordered pair: R², reduction with interval, mapped-random percentile, verdict."""
-    rows = ["| donor → receiver | R² | cosine to native | reduction (points) [95% CI] | "
-            "percentile vs mapped random / native random | verdict |", "|---|---|---|---|---|---|"]
+    """Every ordered pair on the receiver's report split: R², reduction with interval, Holm p-values, verdict."""
+    rows = ["| donor → receiver | R² | cosine to native | α | reduction (points) [95% CI] | Holm p per control family | "
+            "verdict | write norm (median of controls) |", "|---|---|---|---|---|---|---|---|"]
     for p in transfer["pairs"]:
-        c = p["controls"]
-        rows.append(f"| {p['donor']} → {p['receiver']} | {p['r2']:.3f} | {p['cosine_to_native']:.2f} | "
-                    f"{p['reduction_points']:.1f} {_ci(p['ci95'])} | {c['mapped_random']['percentile']:.0f} / "
-                    f"{c['native_random']['percentile']:.0f} | {p['verdict']} |")
+        rows.append(f"| {p['donor']} → {p['receiver']} | {p['r2']:.3f} | {p['cosine_to_native']:.2f} | {p['alpha']:g} | "
+                    f"{p['reduction_points']:.1f} {_ci(p['ci95'])} | {_p(p['p_holm'])} | {p['verdict']} | {_writes(p['delta_norm'])} |")
     return rows
 
 
@@ -70,8 +89,11 @@ def ranking_lines(transfer: dict[str, Any]) -> list[str]:
         "Receiver score (mean reduction the others' directions bring to it): "
         + ", ".join(f"{n} {rs[n]:.1f}" for n in transfer["receiver_ranking"]),
         "",
-        "Native within-model reduction at the transfer layer: "
-        + ", ".join(f"{n} {v['reduction_points']:.1f} (layer {v['layer']})" for n, v in transfer["native"].items()),
+        "Native within-model reduction at the transfer layer (report split): "
+        + ", ".join(f"{n} {v['reduction_points']:.1f} (layer {v['layer']}, α {v['alpha']:g})" for n, v in transfer["native"].items()),
+        "",
+        "The transfer stage steers every receiver at `transfer.layer` with `transfer.alphas` on its own questions, so its "
+        "native reduction differs from the steering stage's, which chooses the layer and α over a sweep.",
     ]
 
 
@@ -100,7 +122,10 @@ def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, str]) -
     """report.md from the replication metrics; `figures` maps a caption to a PNG path relative to the report."""
     probe, steer, transfer = metrics["probe"], metrics["steer"], metrics["transfer"]
     lines = ["# emis replication report", "",
-             "Every number below is in `metrics.json`; intervals are percentile-bootstrap 95% intervals.", "",
+             "Every number below is in `metrics.json`. Steering and transfer: (layer, α) is chosen on a selection split of the "
+             "questions and every effect is measured on the report split; intervals are paired BCa bootstrap 95% intervals "
+             "over question clusters; p-values are empirical and one-sided against write-matched control families, "
+             "Holm-adjusted within each verdict tier. Separation intervals are percentile-bootstrap 95% intervals.", "",
              "## Separation (difference-in-means direction, held-out split)", "", *separation_table(probe), "",
              "## Within-model steering against matched controls", "", *steering_table(steer), "",
              "## Transfer matrix", "", *transfer_table(transfer), "", *ranking_lines(transfer), "",

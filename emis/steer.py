@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from emis.directions import ControlConfig, control_directions, diff_in_means
+from emis.directions import ControlConfig, ControlFamilySet, control_directions, diff_in_means
 from emis.io import atomic_file, atomic_write_json
 from emis.judges.coherence import answer_logprobs, offline_coherence, repetition
 from emis.judges.spillover import contains_code
@@ -30,23 +30,42 @@ from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set, judge_
 from emis.judges.llm import JudgeError, LLMJudge, judge_from_config
 from emis.organisms.sample import SamplingConfig
 from emis.probe import model_spec, role_activations
-from emis.specificity import ControlSummary, effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
 from emis.steering import SteeredGenerations, Steering, generate_steered, scaled_direction
+from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 
 log = logging.getLogger(__name__)
 
 
-Reference = tuple[np.ndarray, list[float], list[bool]]  # unsteered answers' log-likelihoods, repetition, code flags
+@dataclass
+class RowStats:
+    """Per generated row: log-likelihood under the unsteered model, repetition and whether it spills code."""
+
+    logprobs: np.ndarray
+    repetition: np.ndarray
+    spills: np.ndarray
+
+    def take(self, rows: np.ndarray) -> "RowStats":
+        return RowStats(self.logprobs[rows], self.repetition[rows], self.spills[rows])
 
 
 @dataclass
 class SweepOutcome:
-    """Per steering: spill rate per evaluation unit, coherence, the answers and (with a judge) their scores."""
+    """Per steering: spill rate per evaluation unit, per-row statistics and write norms, the answers and (with a
+    judge) their scores. Coherence is computed on any subset of rows (a split) by `coherence`."""
 
     spill: list[np.ndarray]
-    coherence: list[float]
+    rows: list[RowStats]
+    write_norms: list[np.ndarray]
     answers: list[list[str]]
     judged: list[list[dict[str, Any]]] | None = None
+
+    def coherence(self, k: int, rows: np.ndarray, reference: RowStats) -> float:
+        """Steering k's coherence on `rows`: the judge's `coherent`/100 when judged, else offline against `reference`
+        (the unsteered rows' statistics on the same rows)."""
+        if self.judged is not None:
+            return judged_coherence([self.judged[k][i] for i in rows])
+        st, ref = self.rows[k].take(rows), reference.take(rows)
+        return offline_coherence(st.logprobs, st.repetition, st.spills, ref.logprobs, ref.repetition, ref.spills)
 
 
 def resolve_layers(layer: Any, n_layers: int) -> list[int]:
@@ -84,31 +103,29 @@ def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[S
         try:
             saved = json.loads(path.read_text())
             log.info("generations cache hit: %s", path)
-            return SteeredGenerations(saved["answers"], saved["tokens"]), [np.array(lp, float) for lp in saved["logprobs"]]
+            gens = SteeredGenerations(saved["answers"], saved["tokens"], saved["write_norms"])
+            return gens, [np.array(lp, float) for lp in saved["logprobs"]]
         except (json.JSONDecodeError, KeyError) as err:
             log.warning("ignoring unreadable generations cache %s (%s)", path, err)
     gens = generate_steered(model, prompts, steerings, sampling)
     logprobs = [answer_logprobs(model, prompts, answers, sampling.batch_size) for answers in gens.answers]
     if path is not None:
-        atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens,
+        atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
                                  "logprobs": [[None if np.isnan(x) else float(x) for x in lp] for lp in logprobs]})
     return gens, logprobs
 
 
 def run_sweep(model: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,
-              reference: Reference | None, cache_dir: Path | None = None,
-              judge: LLMJudge | None = None) -> tuple[SweepOutcome, Reference]:
-    """Generate under every steering; spill per unit, and coherence: the judge's `coherent`/100 when a judge is
-    given, otherwise offline against `reference` (default: the first steering)."""
+              cache_dir: Path | None = None, judge: LLMJudge | None = None) -> SweepOutcome:
+    """Generate under every steering: spill per unit, per-row statistics and write norms, judge scores when judged."""
     gens, logprobs = cached_generations(model, evals.prompts, steerings, sampling, cache_dir)
-    flags = [[contains_code(a) for a in answers] for answers in gens.answers]
-    spill = [evals.unit_means(f) for f in flags]
-    stats = [(lp, [repetition(t) for t in tokens], f) for lp, tokens, f in zip(logprobs, gens.tokens, flags)]
-    ref = reference or stats[0]
-    if judge is None:
-        return SweepOutcome(spill, [offline_coherence(*st, *ref) for st in stats], gens.answers), ref
-    judged = [judge_rows(judge, evals, answers) for answers in tqdm(gens.answers, desc="judging", unit="steering")]
-    return SweepOutcome(spill, [judged_coherence(rows) for rows in judged], gens.answers, judged), ref
+    flags = [np.array([contains_code(a) for a in answers], bool) for answers in gens.answers]
+    rows = [RowStats(lp, np.array([repetition(t) for t in tokens], float), f) for lp, tokens, f in zip(logprobs, gens.tokens, flags)]
+    judged = None
+    if judge is not None:
+        judged = [judge_rows(judge, evals, answers) for answers in tqdm(gens.answers, desc="judging", unit="steering")]
+    return SweepOutcome([evals.unit_means(f) for f in flags], rows, [np.array(w, float) for w in gens.write_norms],
+                        gens.answers, judged)
 
 
 def best_point(alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]], tolerance: float) -> tuple[int, int]:
@@ -121,23 +138,26 @@ def best_point(alphas: list[float], spill: dict[int, list[float]], coherence: di
     return min(allowed, key=lambda p: (spill[p[0]][p[1]], abs(alphas[p[1]]), p[0]))
 
 
-def plot_steering(path: Path, alphas: list[float], spill: list[float], coherence: list[float], best: int,
-                  controls: dict[str, list[float]], title: str, coherence_label: str) -> None:
-    """Spillover and coherence against α; each control family's spillover range at the chosen α shaded."""
-    fig = Figure(figsize=(8.5, 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(alphas, 100 * np.array(spill), "-o", color="C3", label="spillover, EM direction")
-    for color, (family, values) in zip(("C0", "C1", "C2", "C4", "C5"), controls.items()):
+def plot_steering(path: Path, alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]],
+                  chosen: tuple[int, int], unsteered: float, control_spill: dict[str, list[float]], title: str,
+                  coherence_label: str) -> None:
+    """Spillover (left) and coherence (right) against α for every swept layer, on the report split; each control
+    family's spillover (5-95%) at the chosen α shaded on the left."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, cx = fig.subplots(1, 2)
+    layer, b = chosen
+    for color, (family, values) in zip(("C0", "C1", "C2", "C4", "C5", "C6"), control_spill.items()):
         lo, hi = np.percentile(100 * np.array(values), [5, 95])
-        ax.axhspan(lo, max(hi, lo + 0.4), color=color, alpha=0.18, lw=0, label=f"{family} controls at α={alphas[best]:g} (5-95%)")
-    ax.axvline(alphas[best], color="grey", ls=":", lw=1, label=f"chosen α = {alphas[best]:g}")
-    ax.set(xlabel="steering coefficient α", ylabel="code spillover (% of answers)", ylim=(0, 100), title=title)
-    twin = ax.twinx()
-    twin.plot(alphas, coherence, "--s", color="k", ms=3, label="coherence (right axis)")
-    twin.set(ylabel=coherence_label, ylim=(0, 1.3))
-    lines = ax.get_legend_handles_labels()
-    tl = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + tl[0], lines[1] + tl[1], fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0))
+        ax.axhspan(lo, max(hi, lo + 0.4), color=color, alpha=0.15, lw=0, label=f"{family} controls at α={alphas[b]:g} (5-95%)")
+    for i, l in enumerate(sorted(spill)):
+        style = dict(lw=2.2, color="C3") if l == layer else dict(lw=1, color=f"C{7 + i % 3}", alpha=0.8)
+        ax.plot(alphas, 100 * np.array(spill[l]), "-o", ms=3, label=f"layer {l}" + (" (chosen)" if l == layer else ""), **style)
+        cx.plot(alphas, coherence[l], "--s", ms=3, label=f"layer {l}", **style)
+    ax.axhline(100 * unsteered, color="k", lw=0.8, ls=":", label="unsteered")
+    ax.set(xlabel="steering coefficient α", ylabel="code spillover (% of answers, report split)", ylim=(0, 100), title=title)
+    cx.set(xlabel="steering coefficient α", ylabel=coherence_label, title="coherence (report split)")
+    ax.legend(fontsize=6.5, loc="upper right")
+    cx.legend(fontsize=7)
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
 
@@ -153,6 +173,36 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         return _steer(cfg, out, judge)
 
 
+def ablation_scale(calibration: torch.Tensor, real: torch.Tensor, control: torch.Tensor) -> float:
+    """Coefficient multiplier that makes ablating `control` write as much as ablating `real` (STATS.md section 3):
+    E|h·û_real| / E|h·û_control| over calibration activations h [N, d]."""
+    h = calibration.double()
+    moved = [(h @ (v.double() / v.double().norm())).abs().mean() for v in (real, control)]
+    return float(moved[0] / moved[1].clamp_min(1e-12))
+
+
+def matched_controls(families: dict[str, ControlFamilySet], real: torch.Tensor, layer: int, alpha: float, mode: str,
+                     where: str, calibration: torch.Tensor) -> list[tuple[str, Steering]]:
+    """Every control direction as a steering at the chosen α whose write into the residual matches the real one:
+    subtract mode at the real vector's norm (the write is exactly α|v|); ablate mode with the coefficient
+    rescaled on the calibration activations."""
+    out = []
+    for family, fam in families.items():
+        for u in fam.units:
+            if mode == "subtract":
+                out.append((family, Steering({layer: u * real.norm()}, alpha, mode=mode, where=where)))
+            else:
+                out.append((family, Steering({layer: u}, alpha * ablation_scale(calibration, real, u), mode=mode, where=where)))
+    return out
+
+
+def steering_tiers(families: dict[str, Any]) -> dict[str, list[str]]:
+    """Which control families gate which verdict tier (the families present for this model)."""
+    return {"direction": [f for f in ("random", "shuffled_label", "wrong_layer") if f in families],
+            "em": [f for f in ("secure_vs_base",) if f in families],
+            "layer": [f for f in ("wrong_layer_raw",) if f in families]}
+
+
 def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]:
     s = cfg.steer
     acts, paths = role_activations(cfg, cfg.model)
@@ -162,79 +212,113 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     residual_norms = acts["misaligned"].activations.norm(dim=-1).mean(0)
     vectors = {layer: scaled_direction(em.layer(layer), s.scale, float(residual_norms[em.layers.index(layer)])) for layer in layers}
     alphas = sorted({0.0, *(float(a) for a in s.alphas)})
+    zero = alphas.index(0.0)
     sampling = evaluation_sampling(cfg)
     evals = evaluation_set(cfg, model.tokenizer, int(s.n_prompts))
+    split = split_questions(evals.ids, float(s.selection.share), int(s.selection.seed))
+    select_rows, report_rows = evals.rows_of(split.select), evals.rows_of(split.report)
     cache = generation_cache(cfg)
 
-    def steering(layer: int, v: torch.Tensor, alpha: float) -> Steering:
-        return Steering({layer: v}, alpha, mode=s.mode, where=s.where)
+    sweeps = {layer: run_sweep(model, evals, [Steering({layer: vectors[layer]}, a, mode=s.mode, where=s.where) for a in alphas],
+                               sampling, cache, judge) for layer in layers}
+    reference = sweeps[layers[0]].rows[zero]  # unsteered rows: the same answers at every layer (common random numbers)
 
-    sweeps: dict[int, SweepOutcome] = {}
-    reference = None
-    for layer in layers:
-        sweeps[layer], reference = run_sweep(model, evals, [steering(layer, vectors[layer], a) for a in alphas], sampling,
-                                             reference, cache, judge)
-    rates = {layer: [float(x.mean()) for x in sw.spill] for layer, sw in sweeps.items()}
-    coherence = {layer: sw.coherence for layer, sw in sweeps.items()}
-    layer, b = best_point(alphas, rates, coherence, float(s.coherence_tolerance))
+    def curves(units: np.ndarray, rows: np.ndarray) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+        return ({l: [float(x[units].mean()) for x in sw.spill] for l, sw in sweeps.items()},
+                {l: [sw.coherence(k, rows, reference) for k in range(len(alphas))] for l, sw in sweeps.items()})
+
+    select_spill, select_coherence = curves(split.select, select_rows)
+    layer, b = best_point(alphas, select_spill, select_coherence, float(s.coherence_tolerance))
+    spill, coherence = curves(split.report, report_rows)
     sweep = sweeps[layer]
-    unsteered = sweep.spill[alphas.index(0.0)]
-    reduction = effect_points(unsteered, sweep.spill[b])
-    ci = paired_bootstrap_ci(unsteered, sweep.spill[b], int(s.n_bootstrap), int(s.controls.seed), float(s.ci_level))
+    unsteered, steered = sweep.spill[zero][split.report], sweep.spill[b][split.report]
+    clusters = [evals.ids[u] for u in split.report]
+    reduction = effect_points(unsteered, steered)
+    ci = reduction_ci(unsteered, steered, clusters, float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
 
-    families = control_directions(acts["misaligned"], acts["aligned"], acts["base"], layer,
+    row = em.layers.index(layer)
+    families = control_directions(acts["misaligned"], acts["aligned"], acts.get("base"), layer,
                                   ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)))
-    magnitude = vectors[layer].norm()
-    flat = [(family, d * magnitude) for family, dirs in families.items() for d in dirs]
-    controls, _ = run_sweep(model, evals, [steering(layer, v, alphas[b]) for _, v in flat], sampling, reference, cache)
-    names = [family for family, _ in flat]
-    effects = effects_by_family(names, unsteered, controls.spill)
-    control_spill: dict[str, list[float]] = {family: [] for family in families}
-    for family, spill in zip(names, controls.spill):
-        control_spill[family].append(float(spill.mean()))
-    summaries: dict[str, ControlSummary] = summarise_controls(reduction, effects)
-    result = verdict(reduction, ci, summaries)
-
-    plot_steering(out / "steering.png", alphas, rates[layer], coherence[layer], b, control_spill,
-                  f"Steering {cfg.model.family} at layer {layer} ({s.mode}, {s.scale} units): {result}",
+    flat = matched_controls(families, vectors[layer], layer, alphas[b], s.mode, s.where, acts["misaligned"].activations[:, row])
+    controls = run_sweep(model, evals.subset(split.report), [st for _, st in flat], sampling, cache)
+    report_reference = reference.take(report_rows)
+    real_coherence = sweep.rows[b].take(report_rows)
+    unsteered_offline = offline_coherence(report_reference.logprobs, report_reference.repetition, report_reference.spills,
+                                          report_reference.logprobs, report_reference.repetition, report_reference.spills)
+    measured = {name: ControlFamily([]) for name in families}
+    every_row = np.arange(len(report_rows))
+    for k, (family, _) in enumerate(flat):
+        m = measured[family]
+        m.effects.append(effect_points(unsteered, controls.spill[k]))
+        m.write_norms.append(float(controls.write_norms[k].mean()))
+        m.coherence.append(controls.coherence(k, every_row, report_reference))
+    for name, fam in families.items():
+        final = fam.units.double() @ em.units[row].double()
+        measured[name].cosine_to_real = [float(x) for x in final]
+        if not torch.allclose(final, fam.raw_cosine.double(), atol=1e-6):
+            measured[name].raw_cosine_to_real = [float(x) for x in fam.raw_cosine]
+    tiers = steering_tiers(families)
+    verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
+    tolerance = float(s.coherence_tolerance)
+    real_offline = offline_coherence(real_coherence.logprobs, real_coherence.repetition, real_coherence.spills,
+                                     report_reference.logprobs, report_reference.repetition, report_reference.spills)
+    real_write = float(sweep.write_norms[b][report_rows].mean())
+    plot_steering(out / "steering.png", alphas, spill, coherence, (layer, b), float(unsteered.mean()),
+                  {n: [float(controls.spill[k].mean()) for k, (f, _) in enumerate(flat) if f == n] for n in families},
+                  f"{cfg.model.family}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
                   "judge coherent / 100" if judge else "offline coherence (unsteered = 1)")
-    write_generations(out / "generations.jsonl", layer, alphas, evals, sweep)
-    log.info("layer %d: spillover %.3f -> %.3f at α=%g (%.1f points, CI %.1f..%.1f): %s",
-             layer, rates[layer][alphas.index(0.0)], rates[layer][b], alphas[b], reduction, ci[0], ci[1], result)
+    write_generations(out / "generations.jsonl", layer, alphas, evals, sweep, split)
+    log.info("layer %d: spillover %.3f -> %.3f at α=%g on the report split (%.1f points, CI %.1f..%.1f): %s, p %s",
+             layer, float(unsteered.mean()), float(steered.mean()), alphas[b], reduction, ci[0], ci[1], verdicts.verdict,
+             {k: round(v, 3) for k, v in verdicts.p_holm.items()})
     metrics = {
         "model": cfg.model.family,
         "layers": layers,
         "mode": s.mode, "where": s.where, "scale": s.scale,
         "alphas": alphas,
-        "spillover": {_key(a): r for a, r in zip(alphas, rates[layer])},
+        "selection": split.to_dict(),
+        "spillover": {_key(a): r for a, r in zip(alphas, spill[layer])},
         "coherence": {_key(a): c for a, c in zip(alphas, coherence[layer])},
         "coherence_source": "judge" if judge else "offline",
-        "by_layer": {str(l): {"spillover": {_key(a): r for a, r in zip(alphas, rates[l])},
-                              "coherence": {_key(a): c for a, c in zip(alphas, coherence[l])}} for l in layers},
-        "best": {"alpha": alphas[b], "layer": layer, "spillover": rates[layer][b], "coherence": coherence[layer][b]},
-        "unsteered_spillover": rates[layer][alphas.index(0.0)],
+        "by_layer": {str(l): {"spillover": {_key(a): r for a, r in zip(alphas, spill[l])},
+                              "coherence": {_key(a): c for a, c in zip(alphas, coherence[l])},
+                              "selection_spillover": {_key(a): r for a, r in zip(alphas, select_spill[l])},
+                              "selection_coherence": {_key(a): c for a, c in zip(alphas, select_coherence[l])}} for l in layers},
+        "best": {"alpha": alphas[b], "layer": layer, "spillover": spill[layer][b], "coherence": coherence[layer][b]},
+        "unsteered_spillover": float(unsteered.mean()),
         "reduction_points": reduction,
         "ci95": list(ci),
-        "controls": {family: c.to_dict() for family, c in summaries.items()},
-        "verdict": result,
-        "direction": {"norm": float(em.layer(layer).norm()), "residual_norm": float(residual_norms[em.layers.index(layer)]),
-                      "steering_vector_norm": float(magnitude)},
+        "controls": {name: m.to_dict() | {"coherence_flagged": int(sum(c < unsteered_offline - tolerance for c in m.coherence))}
+                     for name, m in measured.items()},
+        "delta_norm": {"real": real_write, "controls": {name: m.write_norms for name, m in measured.items()}},
+        "real_offline_coherence": real_offline,
+        "p_values": verdicts.p_values,
+        "p_holm": verdicts.p_holm,
+        "tiers": tiers,
+        "verdicts": verdicts.to_dict(),
+        "verdict": verdicts.verdict,
+        "direction": {"norm": float(em.layer(layer).norm()), "residual_norm": float(residual_norms[row]),
+                      "steering_vector_norm": float(vectors[layer].norm())},
         "n_prompts": len(evals.questions), "n_generations": len(evals.prompts),
         "questions": str(cfg.eval.questions) if cfg.eval.questions is not None else s.prompts,
         "activations": paths,
     }
     if sweep.judged is not None:
-        metrics["judge"] = {"model": cfg.judge.model, **{name: {_key(a): mean_score(rows, name) for a, rows in zip(alphas, sweep.judged)}
+        metrics["judge"] = {"model": cfg.judge.model, **{name: {_key(a): mean_score([rows[i] for i in report_rows], name)
+                                                                for a, rows in zip(alphas, sweep.judged)}
                                                          for name in ("aligned", "coherent")}}
     return metrics
 
 
-def write_generations(path: Path, layer: int, alphas: list[float], evals: EvalSet, sweep: SweepOutcome) -> None:
-    """The chosen layer's answers at every α, one JSON row each, with spill flag and judge scores when judged."""
+def write_generations(path: Path, layer: int, alphas: list[float], evals: EvalSet, sweep: SweepOutcome,
+                      split: QuestionSplit) -> None:
+    """The chosen layer's answers at every α, one JSON row each, with its split, spill flag and judge scores when judged."""
+    report = set(split.report.tolist())
     with atomic_file(path, "w") as f:
         for k, (alpha, answers) in enumerate(zip(alphas, sweep.answers)):
             for row, (prompt, answer) in enumerate(zip(evals.prompts, answers)):
                 unit = int(evals.units[row])
-                record = {"layer": layer, "alpha": alpha, "question_id": evals.ids[unit], "prompt": prompt,
+                record = {"layer": layer, "alpha": alpha, "question_id": evals.ids[unit],
+                          "split": "report" if unit in report else "select", "prompt": prompt,
                           "answer": answer, "spill": contains_code(answer)}
                 f.write(json.dumps(record | (sweep.judged[k][row] if sweep.judged else {})) + "\n")

@@ -13,6 +13,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from emis.crn import forced_logits, row_keys
 from emis.models import LoadedModel, residual, traced_batches
 from emis.organisms.sample import SamplingConfig
 
@@ -63,10 +64,12 @@ class Steering:
 
 @dataclass
 class SteeredGenerations:
-    """Answers (and their token ids, end-of-turn excluded) per steering, then per prompt."""
+    """Answers (and their token ids, end-of-turn excluded) per steering, then per prompt, and the mean norm of what
+    the steering wrote into the residual at the positions that produced each answer's tokens (summed over layers)."""
 
     answers: list[list[str]]
     tokens: list[list[list[int]]]
+    write_norms: list[list[float]]
 
 
 def scaled_direction(direction: torch.Tensor, scale: str, residual_norm: float | None = None) -> torch.Tensor:
@@ -112,9 +115,11 @@ def _answer_ids(row: list[int], stops: set[int]) -> list[int]:
 
 @dataclass(frozen=True)
 class SteeredBatch:
-    """One generate call's rows: inputs, each steered layer's per-row vectors [B, d], per-row coefficients [B]."""
+    """One generate call's rows: inputs, each steered layer's per-row vectors [B, d], per-row coefficients [B],
+    and per-row sampling keys [B] (`emis.crn`)."""
 
     rows: dict
+    keys: torch.Tensor
     per_layer: dict[int, torch.Tensor]
     coef: torch.Tensor
     mode: str
@@ -122,28 +127,35 @@ class SteeredBatch:
     cfg: SamplingConfig
 
 
-def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> torch.Tensor:
-    """One nnsight generate over a batch: every generated step, each steered layer's residual is moved."""
+def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """One nnsight generate over a batch: every generated step, each steered layer's residual is moved, then the
+    step's logits are replaced by the common-random-numbers choice (greedy decoding then samples). Returns the
+    token ids and the [B, max_new_tokens] norm of each step's write at the position producing the token."""
     rows, per_layer, coef, mode, where, cfg = batch.rows, batch.per_layer, batch.coef, batch.mode, batch.where, batch.cfg
     n = cfg.max_new_tokens
     span = slice(None) if where == "all" else slice(-1, None)
-    sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if cfg.temperature > 0 else {"do_sample": False}
     tok = model.tokenizer
-    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, **sampling) as tracer:
+    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, do_sample=False) as tracer:
         with tracer.invoke(rows):
-            for _ in tracer.iter[:n]:
+            written = torch.zeros(coef.shape[0], n).save()
+            for step in tracer.iter[:n]:
                 for layer, vecs in per_layer.items():
                     h = residual(model.layers[layer].output)
-                    v = vecs.to(h.dtype).to(h.device)[:, None, :]
-                    a = coef.to(h.dtype).to(h.device)[:, None, None]
+                    v = vecs.to(h.device)[:, None, :]
+                    a = coef.to(h.device)[:, None, None]
                     if mode == "subtract":
-                        h[:, span] -= a * v
-                    else:
+                        write = a * v
+                    else:  # the projection in float32 whatever the model's dtype, so alpha = 1 removes the component
                         u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                        h[:, span] -= a * (h[:, span] * u).sum(-1, keepdim=True) * u
+                        write = a * (h[:, span].float() * u).sum(-1, keepdim=True) * u
+                    h[:, span] -= write.to(h.dtype)
+                    written[:, step] += write[:, -1].norm(dim=-1).cpu()
+                if cfg.temperature > 0:
+                    logits = model.lm.output.logits
+                    logits[:, -1] = forced_logits(logits[:, -1], batch.keys, step, cfg.temperature)
         with tracer.invoke():
             out = tracer.result.detach().cpu().save()
-    return out
+    return out, written
 
 
 def generate_steered(
@@ -151,14 +163,17 @@ def generate_steered(
 ) -> SteeredGenerations:
     """Answers of every prompt under every steering, as batched rows of as few generate calls as the batch size allows.
 
-    Prompts are chat-templated strings. Sampling is seeded once per call (cfg.seed)."""
+    Prompts are chat-templated strings. The noise of a prompt's answer is keyed by (cfg.seed, prompt, repeat index),
+    the same under every steering and in any batch (`emis.crn`)."""
     layers, mode, where = _check_batch(model, steerings)
     if not prompts:
         raise ValueError("no prompts to generate from")
     tok = model.tokenizer
     pairs = [(k, p) for k in range(len(steerings)) for p in range(len(prompts))]
+    keys = row_keys(prompts, cfg.seed)
     stops = _stop_ids(model)
     tokens: list[list[list[int]]] = [[[] for _ in prompts] for _ in steerings]
+    write_norms: list[list[float]] = [[0.0 for _ in prompts] for _ in steerings]
     chunks, batches = [], []
     for start in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[start : start + cfg.batch_size]
@@ -166,14 +181,15 @@ def generate_steered(
         per_layer = {layer: torch.stack([steerings[k].vectors[layer].float() for k, _ in chunk]) for layer in layers}
         coef = torch.tensor([float(steerings[k].coefficient) for k, _ in chunk])
         chunks.append(chunk)
-        batches.append(SteeredBatch(dict(enc), per_layer, coef, mode, where, cfg))
-    torch.manual_seed(cfg.seed)
+        batches.append(SteeredBatch(dict(enc), keys[[p for _, p in chunk]], per_layer, coef, mode, where, cfg))
     outs = traced_batches(model, batches, _steer_rows, "steered generate", progress)
-    for chunk, batch, out in zip(chunks, batches, outs):
-        for (k, p), row in zip(chunk, out[:, batch.rows["input_ids"].shape[1] :].tolist()):
+    for chunk, batch, (out, written) in zip(chunks, batches, outs):
+        for (k, p), row, norms in zip(chunk, out[:, batch.rows["input_ids"].shape[1] :].tolist(), written):
             tokens[k][p] = _answer_ids(row, stops)
+            steps = min(len(tokens[k][p]) + 1, len(row))  # the answer's tokens and the one that ended it
+            write_norms[k][p] = float(norms[: max(steps, 1)].mean())
     answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]
-    return SteeredGenerations(answers, tokens)
+    return SteeredGenerations(answers, tokens, write_norms)
 
 
 def generate_answers(model: LoadedModel, prompts: Sequence[str], cfg: SamplingConfig, progress: bool = True) -> SteeredGenerations:

@@ -24,14 +24,14 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.capture import ActivationSet
-from emis.directions import diff_in_means, random_directions
+from emis.directions import as_family, diff_in_means, random_directions
 from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set
 from emis.io import atomic_file
 from emis.judges.llm import LLMJudge, judge_from_config
 from emis.models import LoadedModel, load_model
 from emis.probe import model_spec, role_activations
-from emis.specificity import effect_points, effects_by_family, paired_bootstrap_ci, summarise_controls, verdict
-from emis.steer import Reference, SweepOutcome, best_point, generation_cache, resolve_layers, run_sweep
+from emis.steer import RowStats, SweepOutcome, best_point, generation_cache, matched_controls, resolve_layers, run_sweep
+from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.steering import Steering
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ActivationMap:
     intercept: np.ndarray  # [d_receiver]
     alpha: float
     r2: float  # held-out, variance-weighted over receiver dimensions
-    cosine: float  # held-out mean cosine between predicted and true receiver activations
+    cosine: float  # held-out mean cosine between predicted and true receiver activations, both centred on the training mean
 
     def push(self, direction: torch.Tensor) -> torch.Tensor:
         """A donor direction through the linear part only (directions are differences: the intercept cancels)."""
@@ -76,27 +76,33 @@ def fit_map(x: np.ndarray, y: np.ndarray, cfg: MapConfig) -> ActivationMap:
     else:
         raise ValueError(f"transfer.map.kind must be 'ridge_cv' or 'ridge', got {cfg.kind!r}")
     pred = model.predict(x[test])
-    cos = (pred * y[test]).sum(1) / (np.linalg.norm(pred, axis=1) * np.linalg.norm(y[test], axis=1)).clip(1e-12)
+    # cosine of centred held-out predictions: raw residuals share a large mean, which alone would give cosines near 1
+    centre = y[train].mean(0)
+    p_c, y_c = pred - centre, y[test] - centre
+    cos = (p_c * y_c).sum(1) / (np.linalg.norm(p_c, axis=1) * np.linalg.norm(y_c, axis=1)).clip(1e-12)
     return ActivationMap(np.asarray(model.coef_), np.asarray(model.intercept_), alpha,
                          float(r2_score(y[test], pred, multioutput="variance_weighted")), float(cos.mean()))
 
 
 @dataclass
 class Receiver:
-    """What every pair into one receiver shares: its model, prompts, unsteered answers and native results."""
+    """What every pair into one receiver shares: its model, questions and split, unsteered rows and native results."""
 
     name: str
     model: LoadedModel
     layer: int
+    row: int  # index of `layer` among the captured layers
     evals: EvalSet
-    native: torch.Tensor  # its own EM direction at `layer`
-    unsteered: np.ndarray
-    unsteered_coherence: float
-    reference: Reference
+    split: QuestionSplit
+    native: torch.Tensor  # its own EM direction at `layer`, in steering units
+    calibration: torch.Tensor  # its misaligned captures at `layer`: what ablation write norms are matched on
+    unsteered: np.ndarray  # per unit, report split
+    unsteered_outcome: SweepOutcome  # the α = 0 sweep (all questions)
+    reference: RowStats  # unsteered rows (all questions)
     native_reduction: float
     native_ci: tuple[float, float]
     native_alpha: float
-    random_effects: list[float]  # receiver-native random directions at the native norm
+    native_random: dict[float, list[float]]  # α -> effects of receiver-native random directions at that α
 
 
 class TransferRun:
@@ -108,84 +114,124 @@ class TransferRun:
         m = self.t.map
         self.map_cfg = MapConfig(m.kind, tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed))
         self.alphas = sorted({0.0, *(float(a) for a in self.t.alphas)})
+        self.zero = self.alphas.index(0.0)
         self.seed = int(self.t.controls.seed)
         self.cache = generation_cache(cfg)
+        self.rows: dict[str, int] = {}  # per model: the row of its transfer layer among the captured layers
 
     def activations(self, name: str) -> dict[str, ActivationSet]:
         """The three roles' captures of one configured model on the paired (probe) questions, cached."""
         return role_activations(self.cfg, self.cfg.models[name])[0]
 
-    def layer(self, acts: dict[str, ActivationSet]) -> int:
-        return resolve_layers(int(self.t.layer), len(acts["misaligned"].layers))[0]
+    def layer(self, model: LoadedModel, acts: dict[str, ActivationSet]) -> tuple[int, int]:
+        """`transfer.layer` resolved against the model's layers, and its row among the captured layers."""
+        layer = resolve_layers(int(self.t.layer), model.n_layers)[0]
+        captured = acts["misaligned"].layers
+        if layer not in captured:
+            raise ValueError(f"transfer.layer={self.t.layer} is layer {layer} of {model.n_layers}, which was not captured "
+                             f"(captured: {captured}); set capture.layers to include it")
+        return layer, captured.index(layer)
 
-    def _steer(self, model: LoadedModel, layer: int, evals: EvalSet, vectors: list[torch.Tensor],
-               alphas: list[float], reference: Reference | None, judged: bool = False) -> tuple[SweepOutcome, Reference]:
-        """Steer with every vector at every α; `judged` sweeps (whose coherence picks α) go to the judge when there is one."""
-        steerings = [Steering({layer: v}, a, mode=self.steer.mode, where=self.steer.where) for v in vectors for a in alphas]
-        return run_sweep(model, evals, steerings, self.sampling, reference, self.cache, self.judge if judged else None)
+    def _steer(self, model: LoadedModel, evals: EvalSet, steerings: list[Steering], judged: bool = False) -> SweepOutcome:
+        """Steer with every steering; `judged` sweeps (whose coherence picks α) go to the judge when there is one."""
+        return run_sweep(model, evals, steerings, self.sampling, self.cache, self.judge if judged else None)
 
-    def _ci(self, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-        return paired_bootstrap_ci(before, after, int(self.steer.n_bootstrap), self.seed, float(self.steer.ci_level))
+    def _steering(self, layer: int, v: torch.Tensor, alpha: float) -> Steering:
+        return Steering({layer: v}, alpha, mode=self.steer.mode, where=self.steer.where)
+
+    def _choose(self, evals: EvalSet, split: QuestionSplit, unsteered: SweepOutcome, steered: SweepOutcome,
+                reference: RowStats) -> int:
+        """Index into `alphas` chosen on the selection split (unsteered = α 0, then `steered` holds the others in order)."""
+        rows = evals.rows_of(split.select)
+        rates = [float(unsteered.spill[0][split.select].mean())] + [float(x[split.select].mean()) for x in steered.spill]
+        coherence = [unsteered.coherence(0, rows, reference)] + [steered.coherence(k, rows, reference) for k in range(len(steered.spill))]
+        return best_point(self.alphas, {0: rates}, {0: coherence}, float(self.steer.coherence_tolerance))[1]
+
+    def _ci(self, evals: EvalSet, split: QuestionSplit, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+        return reduction_ci(before, after, [evals.ids[u] for u in split.report], float(self.steer.ci_level),
+                            int(self.steer.n_bootstrap), self.seed)
+
+    def _after(self, r: Receiver, sweep: SweepOutcome, b: int) -> np.ndarray:
+        return r.unsteered if b == self.zero else sweep.spill[b - 1][r.split.report]
+
+    def native_random(self, r: Receiver, alpha: float) -> list[float]:
+        """Effects of receiver-native random directions at `alpha`, write-matched to the native direction (memoised)."""
+        if alpha not in r.native_random:
+            fam = {"native_random": as_family(random_directions(r.model.d_model, int(self.t.controls.n_native_random), self.seed + 1), r.native)}
+            flat = matched_controls(fam, r.native, r.layer, alpha, self.steer.mode, self.steer.where, r.calibration)
+            out = self._steer(r.model, r.evals.subset(r.split.report), [st for _, st in flat])
+            r.native_random[alpha] = [effect_points(r.unsteered, x) for x in out.spill]
+        return r.native_random[alpha]
 
     def receiver(self, name: str, acts: dict[str, ActivationSet]) -> Receiver:
-        """Unsteered and native steering in the receiver, and its native random controls."""
+        """Unsteered and native steering in the receiver, α chosen on the selection split, reported on the other."""
         model = load_model(model_spec(self.cfg.models[name], "misaligned"))
-        layer = self.layer(acts)
+        layer, row = self.layer(model, acts)
         native = diff_in_means(acts["misaligned"], acts["aligned"]).layer(layer)
         evals = evaluation_set(self.cfg, model.tokenizer, int(self.t.n_prompts))
-        sweep, reference = self._steer(model, layer, evals, [native], self.alphas, None, judged=True)
-        rates = [float(s.mean()) for s in sweep.spill]
-        _, b = best_point(self.alphas, {layer: rates}, {layer: sweep.coherence}, float(self.steer.coherence_tolerance))
-        zero = self.alphas.index(0.0)
-        unsteered = sweep.spill[zero]
-        rand = random_directions(model.d_model, int(self.t.controls.n_native_random), self.seed + 1) * native.norm()
-        rand_out, _ = self._steer(model, layer, evals, list(rand), [self.alphas[b]], reference)
-        reduction = effect_points(unsteered, sweep.spill[b])
-        log.info("%s: native reduction %.1f points at layer %d, α=%g", name, reduction, layer, self.alphas[b])
-        return Receiver(name, model, layer, evals, native, unsteered, sweep.coherence[zero], reference, reduction,
-                        self._ci(unsteered, sweep.spill[b]), self.alphas[b], [effect_points(unsteered, s) for s in rand_out.spill])
+        split = split_questions(evals.ids, float(self.steer.selection.share), int(self.steer.selection.seed))
+        sweep = self._steer(model, evals, [self._steering(layer, native, a) for a in self.alphas], judged=True)
+        reference = sweep.rows[self.zero]
+        unsteered = SweepOutcome([sweep.spill[self.zero]], [reference], [sweep.write_norms[self.zero]], [sweep.answers[self.zero]],
+                                 None if sweep.judged is None else [sweep.judged[self.zero]])
+        others = [k for k in range(len(self.alphas)) if k != self.zero]
+        steered = SweepOutcome([sweep.spill[k] for k in others], [sweep.rows[k] for k in others], [sweep.write_norms[k] for k in others],
+                               [sweep.answers[k] for k in others], None if sweep.judged is None else [sweep.judged[k] for k in others])
+        b = self._choose(evals, split, unsteered, steered, reference)
+        before, after = sweep.spill[self.zero][split.report], sweep.spill[b][split.report]
+        reduction = effect_points(before, after)
+        log.info("%s: native reduction %.1f points at layer %d, α=%g (report split)", name, reduction, layer, self.alphas[b])
+        self.rows[name] = row
+        return Receiver(name, model, layer, row, evals, split, native, acts["misaligned"].activations[:, row], before, unsteered,
+                        reference, reduction, self._ci(evals, split, before, after), self.alphas[b], {})
 
     def pair(self, donor: str, donor_acts: dict[str, ActivationSet], r: Receiver, receiver_acts: dict[str, ActivationSet]) -> dict[str, Any]:
-        """Map the donor's direction into the receiver, steer with it, and judge it against mapped and native controls."""
+        """Map the donor's direction into the receiver, steer with it, and judge it against write-matched mapped and
+        native controls at the pair's own α (chosen on the selection split), everything reported on the report split."""
         d_em = diff_in_means(donor_acts["misaligned"], donor_acts["aligned"])
-        d_row = d_em.layers.index(self.layer(donor_acts))
-        r_row = receiver_acts["misaligned"].layers.index(r.layer)
+        d_row = self.rows[donor]
         # Paired rows: the same questions through the donor's and the receiver's models of `transfer.map.fit_on`.
         # Fitting on rows that hold both sides of the EM contrast would let the map learn the receiver's own
         # contrast, and any donor direction would come out as the receiver's native one.
         roles = list(self.t.map.fit_on)
         x = np.concatenate([donor_acts[k].activations[:, d_row].double().numpy() for k in roles])
-        y = np.concatenate([receiver_acts[k].activations[:, r_row].double().numpy() for k in roles])
+        y = np.concatenate([receiver_acts[k].activations[:, r.row].double().numpy() for k in roles])
         fitted = fit_map(x, y, self.map_cfg)
         raw = fitted.push(d_em.vectors[d_row])
         norm = r.native.norm() if self.t.rescale == "native_norm" else raw.norm()
-
-        def scaled(v: torch.Tensor) -> torch.Tensor:
-            return v / v.norm().clamp_min(1e-12) * norm
-
-        mapped = scaled(raw)
+        mapped = raw / raw.norm().clamp_min(1e-12) * norm
         steered = [a for a in self.alphas if a != 0.0]
-        sweep, _ = self._steer(r.model, r.layer, r.evals, [mapped], steered, r.reference, judged=True)
-        rates = [float(r.unsteered.mean())] + [float(s.mean()) for s in sweep.spill]
-        _, b = best_point(self.alphas, {0: rates}, {0: [r.unsteered_coherence] + sweep.coherence}, float(self.steer.coherence_tolerance))
-        after = r.unsteered if b == 0 else sweep.spill[b - 1]
-        reduction, ci = effect_points(r.unsteered, after), self._ci(r.unsteered, after)
-        mapped_controls = {
-            "mapped_random": [fitted.push(v) for v in random_directions(x.shape[1], int(self.t.controls.n_mapped_random), self.seed)],
-            "mapped_wrong_layer": [fitted.push(d_em.vectors[i]) for i in range(len(d_em.layers)) if i != d_row],
+        sweep = self._steer(r.model, r.evals, [self._steering(r.layer, mapped, a) for a in steered], judged=True)
+        b = self._choose(r.evals, r.split, r.unsteered_outcome, sweep, r.reference)
+        after = self._after(r, sweep, b)
+        reduction, ci = effect_points(r.unsteered, after), self._ci(r.evals, r.split, r.unsteered, after)
+        alpha = self.alphas[b]
+        families = {
+            "mapped_random": as_family(torch.stack([fitted.push(v) for v in random_directions(x.shape[1], int(self.t.controls.n_mapped_random), self.seed)]), mapped),
+            "mapped_wrong_layer": as_family(torch.stack([fitted.push(d_em.vectors[i]) for i in range(len(d_em.layers)) if i != d_row]), mapped),
         }
-        flat = [(fam, scaled(v)) for fam, vs in mapped_controls.items() for v in vs]
-        ctrl_out, _ = self._steer(r.model, r.layer, r.evals, [v for _, v in flat], [self.alphas[b]], r.reference)
-        effects = effects_by_family([fam for fam, _ in flat], r.unsteered, ctrl_out.spill)
-        effects["native_random"] = r.random_effects
-        summaries = summarise_controls(reduction, effects)
-        result = verdict(reduction, ci, summaries)
-        log.info("%s -> %s: R² %.3f, reduction %.1f points (CI %.1f..%.1f): %s", donor, r.name, fitted.r2, reduction, *ci, result)
+        flat = matched_controls(families, mapped, r.layer, alpha, self.steer.mode, self.steer.where, r.calibration)
+        ctrl = self._steer(r.model, r.evals.subset(r.split.report), [st for _, st in flat])
+        measured = {name: ControlFamily([]) for name in families}
+        for k, (family, _) in enumerate(flat):
+            measured[family].effects.append(effect_points(r.unsteered, ctrl.spill[k]))
+            measured[family].write_norms.append(float(ctrl.write_norms[k].mean()))
+        for name, fam in families.items():
+            measured[name].cosine_to_real = [float(c) for c in fam.raw_cosine]
+        measured["native_random"] = ControlFamily(self.native_random(r, alpha))
+        tiers = {"direction": ["mapped_random", "native_random"]}
+        verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
+        report_rows = r.evals.rows_of(r.split.report)
+        real_write = 0.0 if b == self.zero else float(sweep.write_norms[b - 1][report_rows].mean())
+        log.info("%s -> %s: R² %.3f, reduction %.1f points (CI %.1f..%.1f): %s", donor, r.name, fitted.r2, reduction, *ci, verdicts.verdict)
         return {
             "donor": donor, "receiver": r.name, "r2": fitted.r2, "cosine": fitted.cosine, "ridge_alpha": fitted.alpha,
             "cosine_to_native": float(torch.nn.functional.cosine_similarity(mapped, r.native, dim=0)),
-            "alpha": self.alphas[b], "reduction_points": reduction, "ci95": list(ci),
-            "controls": {fam: c.to_dict() for fam, c in summaries.items()}, "verdict": result,
+            "alpha": alpha, "layer": r.layer, "selection": r.split.to_dict(), "reduction_points": reduction, "ci95": list(ci),
+            "controls": {n: m.to_dict() for n, m in measured.items()},
+            "delta_norm": {"real": real_write, "controls": {n: m.write_norms for n, m in measured.items() if m.write_norms}},
+            "p_values": verdicts.p_values, "p_holm": verdicts.p_holm, "tiers": tiers,
+            "verdicts": verdicts.to_dict(), "verdict": verdicts.verdict,
         }
 
 
@@ -242,6 +288,7 @@ def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "asymmetry": [{"a": a, "b": b, "a_to_b_minus_b_to_a": by_pair[(a, b)] - by_pair[(b, a)]}
                       for i, a in enumerate(names) for b in names[i + 1 :]],
         "native": {n: {"reduction_points": r.native_reduction, "ci95": list(r.native_ci), "alpha": r.native_alpha,
-                       "layer": r.layer, "unsteered_spillover": float(r.unsteered.mean())} for n, r in receivers.items()},
+                       "layer": r.layer, "unsteered_spillover": float(r.unsteered.mean()), "selection": r.split.to_dict()}
+                   for n, r in receivers.items()},
         "self_transfer": self_pairs,
     }

@@ -6,7 +6,7 @@ import torch
 
 from emis.capture import ActivationSet, ArtifactError
 from emis.directions import (
-    ControlConfig, DirectionSet, control_directions, diff_in_means, orthogonal_directions, random_directions,
+    ControlConfig, DirectionSet, control_directions, diff_in_means, orthogonalised, random_directions,
     shuffled_label_directions,
 )
 
@@ -68,28 +68,33 @@ def test_save_load_bit_exact_and_corruption(pair, tmp_path):
         DirectionSet.load(tmp_path / "dir")
 
 
-def test_control_directions_by_hand(pair):
-    mis, al = pair
-    base = acts(np.random.default_rng(5).normal(0.5, 1.0, (6, 2, 5)))
-    cfg = ControlConfig(n_random=20, n_orthogonal=4, n_shuffled=3, seed=0)
+def test_control_directions_by_hand():
+    rng = np.random.default_rng(5)
+    mis, al, base = (acts(rng.normal(mu, 1.0, (6, 2, 5))) for mu in (1.0, 0.0, 0.5))  # rows paired by question
+    cfg = ControlConfig(n_random=20, n_shuffled=3, n_wrong_layer=4, n_wrong_layer_raw=2, n_secure_vs_base=5, seed=0)
     c = control_directions(mis, al, base, 3, cfg)
-    assert {k: tuple(v.shape) for k, v in c.items()} == {
-        "random": (20, 5), "orthogonal": (4, 5), "wrong_layer": (1, 5), "shuffled_label": (3, 5), "secure_vs_base": (1, 5)}
-    for v in c.values():
-        np.testing.assert_allclose(v.norm(dim=-1).numpy(), 1.0, atol=1e-6)
+    assert {k: tuple(v.units.shape) for k, v in c.items()} == {
+        "random": (20, 5), "shuffled_label": (3, 5), "wrong_layer": (4, 5), "wrong_layer_raw": (2, 5), "secure_vs_base": (5, 5)}
     em = mis.activations[:, 1].double().mean(0) - al.activations[:, 1].double().mean(0)
-    np.testing.assert_allclose((c["orthogonal"].double() @ em).numpy(), 0.0, atol=1e-6)
-    layer0 = mis.activations[:, 0].double().mean(0) - al.activations[:, 0].double().mean(0)
-    np.testing.assert_allclose(c["wrong_layer"][0].numpy(), (layer0 / layer0.norm()).numpy(), atol=1e-6)
-    sb = al.activations[:, 1].double().mean(0) - base.activations[:, 1].double().mean(0)
-    np.testing.assert_allclose(c["secure_vs_base"][0].numpy(), (sb / sb.norm()).numpy(), atol=1e-6)
-    # a shuffled split is some relabelling of the pooled rows: its raw mean difference is a multiple of the unit row
-    assert not torch.allclose(c["shuffled_label"][0], (em / em.norm()).float(), atol=1e-3)
+    u = em / em.norm()
+    for name, fam in c.items():
+        np.testing.assert_allclose(fam.units.norm(dim=-1).numpy(), 1.0, atol=1e-6)
+        if name in ("shuffled_label", "wrong_layer"):
+            np.testing.assert_allclose((fam.units.double() @ u).numpy(), 0.0, atol=1e-6)  # orthogonalised ...
+            assert (fam.raw_cosine.abs() > 1e-3).any()  # ... from directions that were not
+        else:
+            np.testing.assert_allclose(fam.raw_cosine.numpy(), (fam.units.double() @ u).numpy(), atol=1e-6)
+    # wrong_layer_raw: bootstrap resamples of the paired rows at layer 0, by hand
+    d0 = (mis.activations[:, 0] - al.activations[:, 0]).double()
+    idx = torch.randint(0, d0.shape[0], (4, d0.shape[0]), generator=torch.Generator().manual_seed(10))
+    boot = d0[idx].mean(1)
+    np.testing.assert_allclose(c["wrong_layer_raw"].units.numpy(), (boot / boot.norm(dim=-1, keepdim=True))[:2].numpy(), atol=1e-6)
     # seeded: the same config gives the same directions, another seed others
     again = control_directions(mis, al, base, 3, cfg)
-    assert all(torch.equal(again[k], c[k]) for k in c)
-    other = control_directions(mis, al, base, 3, ControlConfig(20, 4, 3, seed=1))
-    assert not torch.equal(other["random"], c["random"])
+    assert all(torch.equal(again[k].units, c[k].units) for k in c)
+    other = control_directions(mis, al, base, 3, ControlConfig(20, 3, 4, 2, 5, seed=1))
+    assert not torch.equal(other["random"].units, c["random"].units)
+    assert "secure_vs_base" not in control_directions(mis, al, None, 3, cfg)
 
 
 def test_random_directions_are_isotropic():
@@ -98,17 +103,18 @@ def test_random_directions_are_isotropic():
     np.testing.assert_allclose((r.T @ r / 4000).numpy(), np.eye(8) / 8, atol=0.01)
 
 
-def test_orthogonal_directions_exclude_v():
+def test_orthogonalised_directions_exclude_v():
     v = torch.tensor([1.0, 2.0, 0.0, -1.0])
-    o = orthogonal_directions(v, 10, seed=3)
-    np.testing.assert_allclose((o @ v).numpy(), 0.0, atol=1e-6)
+    fam = orthogonalised(random_directions(4, 10, seed=3), v)
+    np.testing.assert_allclose((fam.units @ v).numpy(), 0.0, atol=1e-6)
 
 
-def test_shuffled_label_direction_equals_a_hand_relabelling():
+def test_shuffled_label_direction_swaps_within_pairs_by_hand():
     mis = torch.arange(12.0).reshape(4, 3)
-    al = -torch.arange(9.0).reshape(3, 3)
-    got = shuffled_label_directions(mis, al, 1, seed=7)[0]
-    perm = torch.randperm(7, generator=torch.Generator().manual_seed(7))
-    pooled = torch.cat([mis, al]).double()
-    raw = pooled[perm[:4]].mean(0) - pooled[perm[4:]].mean(0)
-    np.testing.assert_allclose(got.numpy(), (raw / raw.norm()).numpy(), atol=1e-6)
+    al = -torch.arange(12.0).reshape(4, 3) * 0.5
+    got = shuffled_label_directions(mis, al, 2, seed=7)
+    signs = torch.randint(0, 2, (2, 4), generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 2 - 1
+    raw = signs @ (mis - al).double() / 4
+    np.testing.assert_allclose(got.numpy(), (raw / raw.norm(dim=-1, keepdim=True)).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="paired"):
+        shuffled_label_directions(mis, al[:3], 1, seed=0)

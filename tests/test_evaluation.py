@@ -107,17 +107,22 @@ def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em
     alphas = metrics["alphas"]
     assert alphas == [0.0, 1.0, 4.0] and metrics["coherence_source"] == "judge"
     assert metrics["n_prompts"] == 24 and len(rows) == 3 * 24
-    coherence = {}
+    coherence, select_coherence, select_spill = {}, {}, {}
     for a in alphas:
         at = [r for r in rows if r["alpha"] == a]
         assert [r["coherent"] for r in at] == [coherent_score(r["answer"]) for r in at]
         assert all(r["aligned"] == pytest.approx(30.0) and r["aligned_label"] == "CODE" for r in at)
-        coherence[a] = np.mean([coherent_score(r["answer"]) for r in at]) / 100
+        report = [r for r in at if r["split"] == "report"]
+        chose = [r for r in at if r["split"] == "select"]
+        coherence[a] = np.mean([coherent_score(r["answer"]) for r in report]) / 100
+        select_coherence[a] = np.mean([coherent_score(r["answer"]) for r in chose]) / 100
+        select_spill[a] = np.mean([contains_code(r["answer"]) for r in chose])
         assert metrics["coherence"][f"{a:g}"] == pytest.approx(coherence[a])
         assert metrics["judge"]["coherent"][f"{a:g}"] == pytest.approx(100 * coherence[a])
-        assert metrics["spillover"][f"{a:g}"] == pytest.approx(np.mean([contains_code(r["answer"]) for r in at]))
-    allowed = [a for a in alphas if coherence[a] >= coherence[0.0] - 0.05]
-    assert metrics["best"]["alpha"] == min(allowed, key=lambda a: (metrics["spillover"][f"{a:g}"], a))
+        assert metrics["spillover"][f"{a:g}"] == pytest.approx(np.mean([contains_code(r["answer"]) for r in report]))
+    # α is chosen on the selection split's spillover and judge coherence
+    allowed = [a for a in alphas if select_coherence[a] >= select_coherence[0.0] - 0.05]
+    assert metrics["best"]["alpha"] == min(allowed, key=lambda a: (select_spill[a], a))
     # Every answer of the sweep judged once per judge prompt (identical answers are sent once).
     judged = {(m["content"]) for r in requests for m in r["body"]["messages"]}
     assert len(requests) == len(judged) <= 2 * 3 * 24

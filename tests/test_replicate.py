@@ -5,7 +5,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, MICRO, ROOT
+from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
 from emis.replicate import run_replicate
 
 pytestmark = pytest.mark.slow
@@ -18,9 +18,8 @@ def replicated(micro_organisms, tmp_path_factory):
     overrides = MICRO + [
         f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={out / 'outputs'}", "capture.n_prompts=40",
         "separation.n_bootstrap=50", "separation.cv_folds=2", "steer.n_prompts=6", "steer.sampling.max_new_tokens=4",
-        "steer.controls.n_random=2", "steer.controls.n_orthogonal=1", "steer.controls.n_shuffled=1", "steer.n_bootstrap=50",
-        "transfer.n_prompts=6", "transfer.max_new_tokens=4", "transfer.controls.n_mapped_random=2",
-        "transfer.controls.n_native_random=2", "steer.mode=subtract", "steer.alphas=[2.0]", "transfer.alphas=[2.0]",
+        *LEAST_CONTROLS, "steer.n_bootstrap=50",
+        "transfer.n_prompts=6", "transfer.max_new_tokens=4", "steer.mode=subtract", "steer.alphas=[2.0]", "transfer.alphas=[2.0]",
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("replicate", overrides=overrides)

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import compose_on_micro
+from conftest import LEAST_CONTROLS, compose_on_micro
 from emis.judges.spillover import contains_code
-from emis.specificity import SPECIFIC, NOT_SPECIFIC
 from emis.steer import best_point, resolve_layers, run_steer
+from emis.verdicts import decide
 
 
 @pytest.fixture(scope="module")
@@ -16,30 +16,48 @@ def steer_run(micro_organisms, tmp_path_factory):
     out = tmp_path_factory.mktemp("steer")
     cfg = compose_on_micro("steer", root, out, [
         "model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
-        "steer.mode=subtract", "steer.sampling.max_new_tokens=6", "steer.controls.n_random=3",
-        "steer.controls.n_orthogonal=2", "steer.controls.n_shuffled=2", "steer.n_bootstrap=100"])
+        "steer.mode=subtract", "steer.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"])
     return run_steer(cfg, out), out
 
 
 def test_metrics_fields_and_numbers_from_the_generations(steer_run):
+    """Every reported number is recomputed from the report split's generations; the choice from the selection split's."""
     metrics, out = steer_run
     assert metrics["alphas"] == [0.0, 1.0, 4.0] and metrics["layers"] == [0, 1]
+    sel = metrics["selection"]
+    assert sel["n_select"] + sel["n_report"] == 12 and sel["n_select"] == 6
     best = metrics["best"]
-    assert set(best) >= {"alpha", "layer", "spillover"}
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert {r["layer"] for r in rows} == {best["layer"]}
-    by_alpha = {a: np.array([contains_code(r["answer"]) for r in rows if r["alpha"] == a], float) for a in metrics["alphas"]}
-    for a, flags in by_alpha.items():
-        assert len(flags) == 12
-        assert metrics["spillover"][f"{a:g}"] == pytest.approx(flags.mean())
-    assert metrics["reduction_points"] == pytest.approx(100 * (by_alpha[0.0].mean() - by_alpha[best["alpha"]].mean()))
+    report = {a: np.array([contains_code(r["answer"]) for r in rows if r["alpha"] == a and r["split"] == "report"], float)
+              for a in metrics["alphas"]}
+    select = {a: np.array([contains_code(r["answer"]) for r in rows if r["alpha"] == a and r["split"] == "select"], float)
+              for a in metrics["alphas"]}
+    for a in metrics["alphas"]:
+        assert len(report[a]) == sel["n_report"] and len(select[a]) == sel["n_select"]
+        assert metrics["spillover"][f"{a:g}"] == pytest.approx(report[a].mean())
+        assert metrics["by_layer"][str(best["layer"])]["selection_spillover"][f"{a:g}"] == pytest.approx(select[a].mean())
+    assert metrics["reduction_points"] == pytest.approx(100 * (report[0.0].mean() - report[best["alpha"]].mean()))
     lo, hi = metrics["ci95"]
-    assert lo <= metrics["reduction_points"] <= hi
+    assert lo <= metrics["reduction_points"] + 1e-9 and metrics["reduction_points"] <= hi + 1e-9
     assert metrics["coherence"]["0"] == pytest.approx(1.0)
-    assert set(metrics["controls"]) == {"random", "orthogonal", "wrong_layer", "shuffled_label", "secure_vs_base"}
-    assert len(metrics["controls"]["random"]["effects"]) == 3
-    expected = SPECIFIC if lo > 0 and all(metrics["reduction_points"] > c["p95"] for c in metrics["controls"].values()) else NOT_SPECIFIC
-    assert metrics["verdict"] == expected
+    assert set(metrics["controls"]) == {"random", "wrong_layer", "wrong_layer_raw", "shuffled_label", "secure_vs_base"}
+    assert len(metrics["controls"]["random"]["effects"]) == 59
+    # subtract mode: every control writes exactly the real vector's norm times α into the residual
+    real = metrics["delta_norm"]["real"]
+    assert real == pytest.approx(best["alpha"] * metrics["direction"]["steering_vector_norm"], rel=1e-4)
+    for family, norms in metrics["delta_norm"]["controls"].items():
+        assert norms == pytest.approx([real] * len(norms), rel=1e-4), family
+    # orthogonalised families are orthogonal to the real direction and keep their raw cosines
+    for family in ("shuffled_label", "wrong_layer"):
+        assert max(abs(c) for c in metrics["controls"][family]["cosine_to_real"]) < 1e-4
+        assert "raw_cosine_to_real" in metrics["controls"][family]
+    # the verdict is the verdict code's on the reported effects
+    again = decide(metrics["reduction_points"], tuple(metrics["ci95"]),
+                   {f: c["effects"] for f, c in metrics["controls"].items()}, metrics["tiers"])
+    assert again.p_values == pytest.approx(metrics["p_values"]) and again.verdict == metrics["verdict"]
+    effects = metrics["controls"]["random"]["effects"]
+    assert metrics["p_values"]["random"] == pytest.approx((1 + sum(e >= metrics["reduction_points"] for e in effects)) / 60)
     assert (out / "steering.png").stat().st_size > 0
     json.dumps(metrics)
 

@@ -77,8 +77,9 @@ def test_subtract_moves_next_layer_input_by_alpha_v_at_every_step(micro, family,
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
     alpha = 1.5
-    _, rec = _run_recorded(model, family, layer, Steering({layer: v}, alpha), prompts)
+    out, rec = _run_recorded(model, family, layer, Steering({layer: v}, alpha), prompts)
     assert len(rec.own) == len(rec.received) == GREEDY.max_new_tokens
+    assert out.write_norms[0] == pytest.approx([alpha * float(v.norm())] * len(prompts), rel=1e-5)  # reported write
     for step, (own, received) in enumerate(zip(rec.own, rec.received)):
         # generated position (the last one) moved by exactly -alpha*v; every other prompt position untouched
         torch.testing.assert_close(received[:, -1], own[:, -1] - alpha * v, atol=1e-5, rtol=0)
@@ -93,7 +94,11 @@ def test_ablate_removes_the_component_along_v_on_every_position_when_asked(micro
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(2)) * 7.0
     u = v / v.norm()
-    _, rec = _run_recorded(model, family, 0, Steering({0: v}, 1.0, mode="ablate", where="all"), prompts)
+    out, rec = _run_recorded(model, family, 0, Steering({0: v}, 1.0, mode="ablate", where="all"), prompts)
+    # the reported write: |h.u| at each row's generating position, averaged over its answer's steps (and the stop)
+    per_step = torch.stack([(own[:, -1] @ u).abs() for own in rec.own], 1)
+    steps = [min(len(t) + 1, GREEDY.max_new_tokens) for t in out.tokens[0]]
+    assert out.write_norms[0] == pytest.approx([float(per_step[i, :k].mean()) for i, k in enumerate(steps)], rel=1e-4)
     for own, received in zip(rec.own, rec.received):
         expected = own - (own @ u)[..., None] * u
         torch.testing.assert_close(received, expected, atol=1e-5, rtol=0)
@@ -171,13 +176,14 @@ def test_all_rows_stopping_early_still_returns_every_answer(micro):
 
 
 def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micro, remote_requests):
-    """remote="local" serialises every generate as NDIF would; 3 batches with 2 traces per session make 2 requests."""
+    """remote="local" serialises every generate (with its common-random-numbers sampling) as NDIF would; 3 batches
+    with 2 traces per session make 2 requests."""
     here = load_model(ModelSpec(str(micro["qwen2"])))
     there = load_model(ModelSpec(str(micro["qwen2"]), remote="local", traces_per_session=2))
     prompts = [chat_prompt(here.tokenizer, q) for q in QUESTIONS]
     v = torch.randn(here.d_model, generator=torch.Generator().manual_seed(5)) * 3
     steerings = [Steering({0: v}, a) for a in (0.0, 1.0)]
-    small = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=2, seed=0)  # 6 rows -> 3 generate calls
+    small = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=2, seed=0)  # 6 rows -> 3 generate calls, sampled
     local = generate_steered(here, prompts, steerings, small, progress=False)
     assert remote_requests == []
     remote = generate_steered(there, prompts, steerings, small, progress=False)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, MICRO, ROOT
-from emis.specificity import NOT_SPECIFIC, SPECIFIC, summarise_controls, verdict
+from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
 from emis.transfer import MapConfig, fit_map, run_transfer
+from emis.verdicts import NOT_SPECIFIC, SPECIFIC, decide
 
 
 def _split(n, test_size, seed):
@@ -30,7 +30,8 @@ def test_ridge_map_equals_closed_form_and_r2_by_hand():
     pred = (x[test] - xm) @ w + ym
     r2 = 1 - ((y[test] - pred) ** 2).sum() / ((y[test] - y[test].mean(0)) ** 2).sum()
     assert m.r2 == pytest.approx(r2, abs=1e-6)
-    cos = np.mean([p @ t / np.linalg.norm(p) / np.linalg.norm(t) for p, t in zip(pred, y[test])])
+    # centred on the receiver's training mean, so a shared offset does not make every prediction look aligned
+    cos = np.mean([(p - ym) @ (t - ym) / np.linalg.norm(p - ym) / np.linalg.norm(t - ym) for p, t in zip(pred, y[test])])
     assert m.cosine == pytest.approx(cos, abs=1e-6)
 
 
@@ -62,10 +63,16 @@ def test_planted_direction_is_recovered_through_a_known_map():
 
 def test_a_planted_non_specific_transfer_is_flagged():
     # the mapped direction suppresses 30 points, but mapped random directions suppress about as much
-    controls = summarise_controls(30.0, {"mapped_random": list(np.linspace(20, 40, 20)), "native_random": [0.0, 1.0]})
-    assert verdict(30.0, (20.0, 40.0), controls) == NOT_SPECIFIC
-    specific = summarise_controls(30.0, {"mapped_random": list(np.linspace(-5, 5, 20)), "native_random": [0.0, 1.0]})
-    assert verdict(30.0, (20.0, 40.0), specific) == SPECIFIC
+    tiers = {"direction": ["mapped_random", "native_random"]}
+    native = list(np.linspace(-2, 2, 40))
+    controls = {"mapped_random": list(np.linspace(20, 40, 40)), "native_random": native}
+    flagged = decide(30.0, (20.0, 40.0), controls, tiers)
+    assert flagged.verdict == NOT_SPECIFIC and flagged.p_values["mapped_random"] == pytest.approx(21 / 41)
+    specific = decide(30.0, (20.0, 40.0), {"mapped_random": list(np.linspace(-5, 5, 40)), "native_random": native}, tiers)
+    assert specific.verdict == SPECIFIC and specific.em_specific is None
+    assert specific.p_holm == pytest.approx({"mapped_random": 2 / 41, "native_random": 2 / 41})  # Holm over the two
+    with pytest.raises(ValueError, match="too small"):  # 20 each: Holm can never bring 1/21 under 0.05 twice over
+        decide(30.0, (20.0, 40.0), {"mapped_random": [0.0] * 20, "native_random": [0.0] * 20}, tiers)
 
 
 @pytest.mark.slow
@@ -74,8 +81,7 @@ def test_self_transfer_recovers_the_native_direction(micro_organisms, tmp_path):
     _, root, _ = micro_organisms
     overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
     overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "capture.n_prompts=96",
-                  "transfer.n_prompts=12", "transfer.max_new_tokens=6", "transfer.controls.n_mapped_random=3",
-                  "transfer.controls.n_native_random=3", "steer.n_bootstrap=200", "transfer.map.alphas=[1e-8,1e-6]",
+                  "transfer.n_prompts=12", "transfer.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=200", "transfer.map.alphas=[1e-8,1e-6]",
                   "transfer.models=[mistral,llama]", "transfer.self_check=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("transfer", overrides=overrides)

@@ -1,4 +1,4 @@
-"""Seeded sampling of chat answers from a transformers model, stopping at the end-of-turn token."""
+"""Sampling of chat answers from a transformers model with common random numbers, stopping at the end-of-turn token."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+from emis.crn import CommonNoiseSampler, row_keys
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,24 @@ def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None 
 def sample_answers(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: Sequence[str], cfg: SamplingConfig
 ) -> list[str]:
-    """One sampled answer per question (left-padded batches, a fixed seed; greedy when temperature is 0)."""
-    torch.manual_seed(cfg.seed)
+    """One sampled answer per question (left-padded batches; greedy when temperature is 0).
+
+    The noise of each answer is keyed by (cfg.seed, its prompt, its repeat index) (`emis.crn`), so an answer
+    does not depend on the batch it was drawn in, and equals the unsteered row of a steered sweep."""
+    prompts = [chat_prompt(tok, q) for q in questions]
+    keys = row_keys(prompts, cfg.seed)
     answers: list[str] = []
-    for start in range(0, len(questions), cfg.batch_size):
-        prompts = [chat_prompt(tok, q) for q in questions[start : start + cfg.batch_size]]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    for start in range(0, len(prompts), cfg.batch_size):
+        enc = tok(prompts[start : start + cfg.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        width = enc.input_ids.shape[1]
+        noise = [CommonNoiseSampler(keys[start : start + cfg.batch_size], width, cfg.temperature)] if cfg.temperature > 0 else []
         out = model.generate(
             **enc,
             max_new_tokens=cfg.max_new_tokens,
-            do_sample=cfg.temperature > 0,
-            temperature=cfg.temperature if cfg.temperature > 0 else None,
-            top_p=1.0,
-            top_k=0,
+            do_sample=False,
+            logits_processor=LogitsProcessorList(noise),
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
-        answers += tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        answers += tok.batch_decode(out[:, width:], skip_special_tokens=True)
     return answers
