@@ -86,8 +86,10 @@ def generation_cache(cfg: DictConfig) -> Path:
 
 
 def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig) -> str:
-    """sha256 of everything that determines a batched steered generation."""
-    h = hashlib.sha256(json.dumps([model.spec.to_dict(), model.weights_id, prompts, asdict(sampling)]).encode())
+    """sha256 of everything that determines a batched steered generation (not the batch size: with common random
+    numbers the answers do not depend on it)."""
+    noise = {k: v for k, v in asdict(sampling).items() if k != "batch_size"}
+    h = hashlib.sha256(json.dumps([model.spec.to_dict(), model.weights_id, prompts, noise]).encode())
     for st in steerings:
         h.update(json.dumps([st.coefficient, st.mode, st.where, st.layers]).encode())
         for layer in st.layers:
@@ -97,7 +99,9 @@ def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steer
 
 def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
                        cache_dir: Path | None) -> tuple[SteeredGenerations, list[np.ndarray]]:
-    """Steered answers and their log-likelihoods under the unsteered model, reused from `cache_dir` when computed before."""
+    """Steered answers and their log-likelihoods under the unsteered model, reused from `cache_dir` when computed before.
+
+    Log-likelihoods are scored in batches of a fixed size, not the sampling batch size, so they do not change with it."""
     path = None if cache_dir is None else Path(cache_dir) / f"{generation_key(model, prompts, steerings, sampling)}.json"
     if path is not None and path.is_file():
         try:
@@ -108,7 +112,7 @@ def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[S
         except (json.JSONDecodeError, KeyError) as err:
             log.warning("ignoring unreadable generations cache %s (%s)", path, err)
     gens = generate_steered(model, prompts, steerings, sampling)
-    logprobs = [answer_logprobs(model, prompts, answers, sampling.batch_size) for answers in gens.answers]
+    logprobs = [answer_logprobs(model, prompts, answers) for answers in gens.answers]
     if path is not None:
         atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
                                  "logprobs": [[None if np.isnan(x) else float(x) for x in lp] for lp in logprobs]})

@@ -10,14 +10,24 @@ from emis.steer import best_point, resolve_layers, run_steer
 from emis.verdicts import decide
 
 
+STEER = ["model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
+         "steer.mode=subtract", "steer.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"]
+
+
 @pytest.fixture(scope="module")
 def steer_run(micro_organisms, tmp_path_factory):
     _, root, _ = micro_organisms
     out = tmp_path_factory.mktemp("steer")
-    cfg = compose_on_micro("steer", root, out, [
-        "model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
-        "steer.mode=subtract", "steer.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"])
-    return run_steer(cfg, out), out
+    return run_steer(compose_on_micro("steer", root, out, STEER), out), out
+
+
+def test_metrics_do_not_depend_on_the_batch_size(steer_run, micro_organisms, tmp_path):
+    """Common random numbers: another batch size (fresh outputs, so nothing is reused) gives the same numbers."""
+    _, root, _ = micro_organisms
+    again = run_steer(compose_on_micro("steer", root, tmp_path, STEER + ["steer.sampling.batch_size=7"]), tmp_path)
+    first = steer_run[0]
+    assert again.pop("activations") != first["activations"]  # the captures were recomputed in the fresh folder
+    assert again == {k: v for k, v in first.items() if k != "activations"}
 
 
 def test_metrics_fields_and_numbers_from_the_generations(steer_run):
