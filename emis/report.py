@@ -26,7 +26,8 @@ def _ci(lo_hi: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 def separation_table(probe: dict[str, dict[str, Any]]) -> list[str]:
     """Final and best layer of the EM contrast, with the control contrast's final layer beside it."""
-    rows = ["| model | final-layer accuracy [95% CI] | AUROC | best layer (accuracy) | control final-layer accuracy |",
+    rows = ["| model | final-layer accuracy [95% CI] | AUROC | max over layers (layer; a maximum, not a held-out estimate) | "
+            "control final-layer accuracy |",
             "|---|---|---|---|---|"]
     for name, m in probe.items():
         f, c = m["final_layer"], m["control"]["final_layer"]

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -61,9 +61,13 @@ class SeparationResult:
         return {k: [list(v) for v in val] if k.endswith("_ci") else val for k, val in asdict(self).items()}
 
 
-def heldout_split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified (train, held-out) row indices."""
-    train, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+def heldout_split(y: np.ndarray, test_size: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, held-out) row indices: whole groups (a question's misaligned and aligned rows) go to one side
+    when `groups` is given, else a stratified split of the rows."""
+    if groups is None:
+        train, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed)
+    else:
+        train, test = next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(y, y, groups))
     return np.sort(train), np.sort(test)
 
 
@@ -87,8 +91,10 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: SeparationConfig) -> SeparationResult:
-    """Separation metrics for activations x [N, L, d] with labels y [N] (1 = misaligned, 0 = aligned)."""
+def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: SeparationConfig,
+                    groups: np.ndarray | None = None) -> SeparationResult:
+    """Separation metrics for activations x [N, L, d] with labels y [N] (1 = misaligned, 0 = aligned); rows of one
+    group (e.g. the same question through both models) stay together in the held-out split and the probe's folds."""
     y = np.asarray(y).astype(int)
     if x.ndim != 3 or x.shape[0] != len(y) or x.shape[1] != len(layers):
         raise ValueError(f"x {list(x.shape)} does not fit {len(y)} labels x {len(layers)} layers x d")
@@ -96,12 +102,14 @@ def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: Separa
         raise ValueError("separation needs both classes (misaligned and aligned rows); only one was given")
     if not np.isfinite(x).all():
         raise ValueError("activations contain NaN or inf; recapture them (delete the cached capture)")
-    train, test = heldout_split(y, cfg.test_size, cfg.seed)
+    train, test = heldout_split(y, cfg.test_size, cfg.seed, groups)
     y_tr, y_te = y[train], y[test]
     smallest = min(np.bincount(y_tr, minlength=2))
     if smallest < cfg.cv_folds or min(np.bincount(y_te, minlength=2)) < 1:
         raise ValueError(f"too few rows: each class needs >= {cfg.cv_folds} train rows (cv_folds) and >= 1 held-out row")
     boot, n_pos = _bootstrap_rows(y_te, cfg.n_bootstrap, cfg.seed)
+    folds = (StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed) if groups is None else
+             list(StratifiedGroupKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed).split(train, y_tr, groups[train])))
     out: dict[str, list] = {k: [] for k in ("accuracy", "accuracy_ci", "auroc", "auroc_ci", "probe_accuracy",
                                             "probe_accuracy_ci", "threshold", "probe_c")}
     for li in range(len(layers)):
@@ -114,7 +122,7 @@ def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: Separa
         probe = make_pipeline(
             StandardScaler(),
             LogisticRegressionCV(
-                cv=StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed), scoring="neg_log_loss",
+                cv=folds, scoring="neg_log_loss",
                 l1_ratios=(0.0,), use_legacy_attributes=False, max_iter=1000,
             ),
         ).fit(xl[train], y_tr)
@@ -135,8 +143,11 @@ def separation(misaligned: ActivationSet, aligned: ActivationSet, cfg: Separatio
     if misaligned.layers != aligned.layers or misaligned.position != aligned.position:
         raise ValueError("misaligned and aligned activations must share layers and position")
     x = np.concatenate([misaligned.activations.numpy(), aligned.activations.numpy()])
-    y = np.r_[np.ones(len(misaligned.prompts), int), np.zeros(len(aligned.prompts), int)]
-    return separate_arrays(x, y, misaligned.layers, cfg)
+    n_mis, n_al = len(misaligned.prompts), len(aligned.prompts)
+    y = np.r_[np.ones(n_mis, int), np.zeros(n_al, int)]
+    # Captures of one question set, row i the same question on both sides: that question's two rows are one group.
+    groups = np.r_[np.arange(n_mis), np.arange(n_al)] if n_mis == n_al else None
+    return separate_arrays(x, y, misaligned.layers, cfg, groups)
 
 
 METRICS = (("accuracy", "projection accuracy"), ("auroc", "AUROC"), ("probe_accuracy", "logistic probe accuracy"))

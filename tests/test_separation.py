@@ -92,8 +92,11 @@ def test_activation_sets_and_plot(noisy, tmp_path):
     def acts(rows):
         return ActivationSet(torch.from_numpy(x[rows]).float(), [4, 7], "last_prompt", ["p"] * len(rows), None, {}, "0")
 
-    r = separation(acts(np.flatnonzero(y == 1)), acts(np.flatnonzero(y == 0)), CFG)
-    assert r == separate_arrays(x.astype(np.float32), y, [4, 7], CFG)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    r = separation(acts(pos), acts(neg), CFG)
+    groups = np.r_[np.arange(30), np.arange(30)]  # equal sides are paired by question: row i of each side is one group
+    assert r == separate_arrays(x.astype(np.float32), y, [4, 7], CFG, groups)
+    assert r != separate_arrays(x.astype(np.float32), y, [4, 7], CFG)  # the ungrouped split is another split
     control = separate_arrays(x, np.random.default_rng(0).permutation(y), [4, 7], CFG)
     plot_separation(r, control, tmp_path / "sep.png")
     assert (tmp_path / "sep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,3 +106,17 @@ def test_too_few_rows_is_a_clear_error():
     x, y = one_d([1.0, 2.0, 3.0, 4.0], [0.0, -1.0, -2.0, -3.0])
     with pytest.raises(ValueError, match="too few rows"):
         separate_arrays(x, y, [0], CFG)
+
+
+def test_a_questions_two_rows_stay_on_one_side_of_the_split():
+    """Grouped: the held-out rows of the misaligned side are the same questions as those of the aligned side."""
+    from emis.separation import heldout_split
+    n = 50
+    y = np.r_[np.ones(n, int), np.zeros(n, int)]
+    groups = np.r_[np.arange(n), np.arange(n)]
+    for seed in range(5):
+        train, test = heldout_split(y, 0.3, seed, groups)
+        assert set(groups[test]).isdisjoint(groups[train])
+        assert sorted(groups[test][y[test] == 1]) == sorted(groups[test][y[test] == 0])
+    _, ungrouped = heldout_split(y, 0.3, 0)
+    assert set(groups[ungrouped][y[ungrouped] == 1]) != set(groups[ungrouped][y[ungrouped] == 0])  # what grouping prevents
