@@ -47,6 +47,10 @@ class RowStats:
     def take(self, rows: np.ndarray) -> "RowStats":
         return RowStats(self.logprobs[rows], self.repetition[rows], self.spills[rows])
 
+    def offline_coherence(self, reference: "RowStats") -> float:
+        """Offline coherence of these rows against `reference` rows (the unsteered answers to the same prompts)."""
+        return offline_coherence(self.logprobs, self.repetition, self.spills, reference.logprobs, reference.repetition, reference.spills)
+
 
 @dataclass
 class SweepOutcome:
@@ -64,8 +68,12 @@ class SweepOutcome:
         (the unsteered rows' statistics on the same rows)."""
         if self.judged is not None:
             return judged_coherence([self.judged[k][i] for i in rows])
-        st, ref = self.rows[k].take(rows), reference.take(rows)
-        return offline_coherence(st.logprobs, st.repetition, st.spills, ref.logprobs, ref.repetition, ref.spills)
+        return self.rows[k].take(rows).offline_coherence(reference.take(rows))
+
+    def pick(self, ks: list[int]) -> "SweepOutcome":
+        """The outcome of steerings `ks` only, in that order."""
+        return SweepOutcome([self.spill[k] for k in ks], [self.rows[k] for k in ks], [self.write_norms[k] for k in ks],
+                            [self.answers[k] for k in ks], None if self.judged is None else [self.judged[k] for k in ks])
 
 
 def resolve_layers(layer: Any, n_layers: int) -> list[int]:
@@ -177,27 +185,40 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         return _steer(cfg, out, judge)
 
 
-def ablation_scale(calibration: torch.Tensor, real: torch.Tensor, control: torch.Tensor) -> float:
-    """Coefficient multiplier that makes ablating `control` write as much as ablating `real` (STATS.md section 3):
-    E|h·û_real| / E|h·û_control| over calibration activations h [N, d]."""
-    h = calibration.double()
-    moved = [(h @ (v.double() / v.double().norm())).abs().mean() for v in (real, control)]
-    return float(moved[0] / moved[1].clamp_min(1e-12))
+def mean_projection(calibration: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """E|h·v̂| over calibration activations h [N, d]: what ablating v moves h by, on average (STATS.md section 3)."""
+    return (calibration.double() @ (v.double() / v.double().norm())).abs().mean()
 
 
 def matched_controls(families: dict[str, ControlFamilySet], real: torch.Tensor, layer: int, alpha: float, mode: str,
                      where: str, calibration: torch.Tensor) -> list[tuple[str, Steering]]:
     """Every control direction as a steering at the chosen α whose write into the residual matches the real one:
     subtract mode at the real vector's norm (the write is exactly α|v|); ablate mode with the coefficient
-    rescaled on the calibration activations."""
+    rescaled by E|h·û_real| / E|h·û_control| on the calibration activations."""
+    real_moved = mean_projection(calibration, real) if mode == "ablate" else None
     out = []
     for family, fam in families.items():
         for u in fam.units:
             if mode == "subtract":
                 out.append((family, Steering({layer: u * real.norm()}, alpha, mode=mode, where=where)))
             else:
-                out.append((family, Steering({layer: u}, alpha * ablation_scale(calibration, real, u), mode=mode, where=where)))
+                scale = float(real_moved / mean_projection(calibration, u).clamp_min(1e-12))
+                out.append((family, Steering({layer: u}, alpha * scale, mode=mode, where=where)))
     return out
+
+
+def measure_controls(flat: list[tuple[str, Steering]], outcome: SweepOutcome, unsteered: np.ndarray,
+                     reference: RowStats | None = None) -> dict[str, ControlFamily]:
+    """Per family, each member's effect (points) against `unsteered`, mean write norm and, given the unsteered
+    `reference` rows of the same prompts, offline coherence."""
+    measured: dict[str, ControlFamily] = {}
+    for k, (family, _) in enumerate(flat):
+        m = measured.setdefault(family, ControlFamily([]))
+        m.effects.append(effect_points(unsteered, outcome.spill[k]))
+        m.write_norms.append(float(outcome.write_norms[k].mean()))
+        if reference is not None:
+            m.coherence.append(outcome.rows[k].offline_coherence(reference))
+    return measured
 
 
 def steering_tiers(families: dict[str, Any]) -> dict[str, list[str]]:
@@ -246,16 +267,8 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     flat = matched_controls(families, vectors[layer], layer, alphas[b], s.mode, s.where, acts["misaligned"].activations[:, row])
     controls = run_sweep(model, evals.subset(split.report), [st for _, st in flat], sampling, cache)
     report_reference = reference.take(report_rows)
-    real_coherence = sweep.rows[b].take(report_rows)
-    unsteered_offline = offline_coherence(report_reference.logprobs, report_reference.repetition, report_reference.spills,
-                                          report_reference.logprobs, report_reference.repetition, report_reference.spills)
-    measured = {name: ControlFamily([]) for name in families}
-    every_row = np.arange(len(report_rows))
-    for k, (family, _) in enumerate(flat):
-        m = measured[family]
-        m.effects.append(effect_points(unsteered, controls.spill[k]))
-        m.write_norms.append(float(controls.write_norms[k].mean()))
-        m.coherence.append(controls.coherence(k, every_row, report_reference))
+    unsteered_offline = report_reference.offline_coherence(report_reference)
+    measured = measure_controls(flat, controls, unsteered, report_reference)
     for name, fam in families.items():
         final = fam.units.double() @ em.units[row].double()
         measured[name].cosine_to_real = [float(x) for x in final]
@@ -264,8 +277,7 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     tiers = steering_tiers(families)
     verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
     tolerance = float(s.coherence_tolerance)
-    real_offline = offline_coherence(real_coherence.logprobs, real_coherence.repetition, real_coherence.spills,
-                                     report_reference.logprobs, report_reference.repetition, report_reference.spills)
+    real_offline = sweep.rows[b].take(report_rows).offline_coherence(report_reference)
     real_write = float(sweep.write_norms[b][report_rows].mean())
     plot_steering(out / "steering.png", alphas, spill, coherence, (layer, b), float(unsteered.mean()),
                   {n: [float(controls.spill[k].mean()) for k, (f, _) in enumerate(flat) if f == n] for n in families},

@@ -30,7 +30,9 @@ from emis.io import atomic_file
 from emis.judges.llm import LLMJudge, judge_from_config
 from emis.models import LoadedModel, load_model
 from emis.probe import model_spec, role_activations
-from emis.steer import RowStats, SweepOutcome, best_point, generation_cache, matched_controls, resolve_layers, run_sweep
+from emis.steer import (
+    RowStats, SweepOutcome, best_point, generation_cache, matched_controls, measure_controls, resolve_layers, run_sweep,
+)
 from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.steering import Steering
 
@@ -172,12 +174,8 @@ class TransferRun:
         split = split_questions(evals.ids, float(self.steer.selection.share), int(self.steer.selection.seed))
         sweep = self._steer(model, evals, [self._steering(layer, native, a) for a in self.alphas], judged=True)
         reference = sweep.rows[self.zero]
-        unsteered = SweepOutcome([sweep.spill[self.zero]], [reference], [sweep.write_norms[self.zero]], [sweep.answers[self.zero]],
-                                 None if sweep.judged is None else [sweep.judged[self.zero]])
-        others = [k for k in range(len(self.alphas)) if k != self.zero]
-        steered = SweepOutcome([sweep.spill[k] for k in others], [sweep.rows[k] for k in others], [sweep.write_norms[k] for k in others],
-                               [sweep.answers[k] for k in others], None if sweep.judged is None else [sweep.judged[k] for k in others])
-        b = self._choose(evals, split, unsteered, steered, reference)
+        unsteered = sweep.pick([self.zero])
+        b = self._choose(evals, split, unsteered, sweep.pick([k for k in range(len(self.alphas)) if k != self.zero]), reference)
         before, after = sweep.spill[self.zero][split.report], sweep.spill[b][split.report]
         reduction = effect_points(before, after)
         log.info("%s: native reduction %.1f points at layer %d, α=%g (report split)", name, reduction, layer, self.alphas[b])
@@ -212,10 +210,7 @@ class TransferRun:
         }
         flat = matched_controls(families, mapped, r.layer, alpha, self.steer.mode, self.steer.where, r.calibration)
         ctrl = self._steer(r.model, r.evals.subset(r.split.report), [st for _, st in flat])
-        measured = {name: ControlFamily([]) for name in families}
-        for k, (family, _) in enumerate(flat):
-            measured[family].effects.append(effect_points(r.unsteered, ctrl.spill[k]))
-            measured[family].write_norms.append(float(ctrl.write_norms[k].mean()))
+        measured = measure_controls(flat, ctrl, r.unsteered)
         for name, fam in families.items():
             measured[name].cosine_to_real = [float(c) for c in fam.raw_cosine]
         measured["native_random"] = ControlFamily(self.native_random(r, alpha))
