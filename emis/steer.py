@@ -23,57 +23,109 @@ from tqdm.auto import tqdm
 
 from emis.directions import ControlConfig, ControlFamilySet, control_directions, diff_in_means
 from emis.io import atomic_file, atomic_write_json
-from emis.judges.coherence import answer_logprobs, offline_coherence, repetition
+from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.judges.spillover import contains_code
-from emis.models import LoadedModel, load_model
+from emis.models import LoadedModel, load_model, residual, traced_batches
 from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set, judge_rows, judged_coherence, mean_score
 from emis.judges.llm import JudgeError, LLMJudge, judge_from_config
 from emis.organisms.sample import SamplingConfig
 from emis.probe import model_spec, role_activations
 from emis.steering import SteeredGenerations, Steering, generate_steered, scaled_direction
-from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
+from emis.verdicts import ControlFamily, QuestionSplit, cluster_bootstrap_ci, decide, effect_points, reduction_ci, split_questions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RowStats:
-    """Per generated row: log-likelihood under the unsteered model, repetition and whether it spills code."""
+    """Per generated row: excess surprise under the coherence scorer, repetition and whether it spills code."""
 
-    logprobs: np.ndarray
+    surprise: np.ndarray
     repetition: np.ndarray
     spills: np.ndarray
 
     def take(self, rows: np.ndarray) -> "RowStats":
-        return RowStats(self.logprobs[rows], self.repetition[rows], self.spills[rows])
+        return RowStats(self.surprise[rows], self.repetition[rows], self.spills[rows])
 
-    def offline_coherence(self, reference: "RowStats") -> float:
-        """Offline coherence of these rows against `reference` rows (the unsteered answers to the same prompts)."""
-        return offline_coherence(self.logprobs, self.repetition, self.spills, reference.logprobs, reference.repetition, reference.spills)
+    def offline_coherence(self) -> float:
+        """Offline coherence of these rows (`emis.judges.coherence`): a function of these answers alone."""
+        return offline_coherence(self.surprise, self.repetition)
+
+
+def coherence_shift_ci(steered: RowStats, unsteered: RowStats, clusters: list[str], level: float, n_resamples: int,
+                       seed: int) -> tuple[float, float]:
+    """Paired cluster-bootstrap interval of coherence(steered) - coherence(unsteered) over the same rows."""
+    a, b = coherence_terms(steered.surprise, steered.repetition), coherence_terms(unsteered.surprise, unsteered.repetition)
+
+    def shift(*sums: np.ndarray, axis: int = -1) -> np.ndarray:
+        return coherence_from_sums(*sums[:4], axis=axis) - coherence_from_sums(*sums[4:], axis=axis)
+
+    return cluster_bootstrap_ci((*a, *b), clusters, shift, level, n_resamples, seed)
+
+
+@dataclass(frozen=True)
+class CoherenceRule:
+    """Which α may be chosen: offline, those whose paired interval of coherence minus unsteered coherence lies above
+    -tolerance (non-inferiority: a loss larger than the tolerance is ruled out at `level`); judged, those whose
+    mean judge score is within the tolerance of unsteered."""
+
+    tolerance: float
+    level: float
+    n_resamples: int
+    seed: int
+
+    def admissible(self, steered: "SweepOutcome", k: int, unsteered: "SweepOutcome", k0: int, rows: np.ndarray,
+                   clusters: list[str]) -> bool:
+        if steered.judged is not None:
+            before = unsteered.coherence(k0, rows)
+            if np.isnan(before):
+                raise JudgeError("no unsteered answer got a coherence score (the judge returned no numeric `coherent` "
+                                 "score); check the judge model supports logprobs and scores 0-100")
+            return steered.coherence(k, rows) >= before - self.tolerance
+        lo, _ = coherence_shift_ci(steered.rows[k].take(rows), unsteered.rows[k0].take(rows), clusters, self.level,
+                                   self.n_resamples, self.seed)
+        return lo >= -self.tolerance
 
 
 @dataclass
 class SweepOutcome:
-    """Per steering: spill rate per evaluation unit, per-row statistics and write norms, the answers and (with a
-    judge) their scores. Coherence is computed on any subset of rows (a split) by `coherence`."""
+    """Per steering: spill rate per evaluation unit, per-row statistics and write norms, the answers (and their token
+    ids) and (with a judge) their scores. Coherence is computed on any subset of rows (a split) by `coherence`."""
 
     spill: list[np.ndarray]
     rows: list[RowStats]
     write_norms: list[np.ndarray]
     answers: list[list[str]]
+    tokens: list[list[list[int]]]
     judged: list[list[dict[str, Any]]] | None = None
 
-    def coherence(self, k: int, rows: np.ndarray, reference: RowStats) -> float:
-        """Steering k's coherence on `rows`: the judge's `coherent`/100 when judged, else offline against `reference`
-        (the unsteered rows' statistics on the same rows)."""
+    def coherence(self, k: int, rows: np.ndarray) -> float:
+        """Steering k's coherence on `rows`: the judge's `coherent`/100 when judged, else offline."""
         if self.judged is not None:
             return judged_coherence([self.judged[k][i] for i in rows])
-        return self.rows[k].take(rows).offline_coherence(reference.take(rows))
+        return self.rows[k].take(rows).offline_coherence()
 
     def pick(self, ks: list[int]) -> "SweepOutcome":
         """The outcome of steerings `ks` only, in that order."""
         return SweepOutcome([self.spill[k] for k in ks], [self.rows[k] for k in ks], [self.write_norms[k] for k in ks],
-                            [self.answers[k] for k in ks], None if self.judged is None else [self.judged[k] for k in ks])
+                            [self.answers[k] for k in ks], [self.tokens[k] for k in ks],
+                            None if self.judged is None else [self.judged[k] for k in ks])
+
+    def subset(self, units: np.ndarray, rows: np.ndarray) -> "SweepOutcome":
+        """Every steering's outcome on evaluation `units` (and their `rows`) only, as `EvalSet.subset` numbers them."""
+        return SweepOutcome([x[units] for x in self.spill], [r.take(rows) for r in self.rows], [w[rows] for w in self.write_norms],
+                            [[a[i] for i in rows] for a in self.answers], [[t[i] for i in rows] for t in self.tokens],
+                            None if self.judged is None else [[j[i] for i in rows] for j in self.judged])
+
+    def replaced(self, ks: list[int], other: "SweepOutcome") -> "SweepOutcome":
+        """This outcome with steerings `ks` replaced by `other`'s, in order (unjudged outcomes only)."""
+        if self.judged is not None or other.judged is not None:
+            raise ValueError("judged sweep outcomes are not spliced")
+        out = self.pick(list(range(len(self.spill))))
+        for j, k in enumerate(ks):
+            out.spill[k], out.rows[k], out.write_norms[k] = other.spill[j], other.rows[j], other.write_norms[j]
+            out.answers[k], out.tokens[k] = other.answers[j], other.tokens[j]
+        return out
 
 
 def resolve_layers(layer: Any, n_layers: int) -> list[int]:
@@ -93,11 +145,13 @@ def generation_cache(cfg: DictConfig) -> Path:
     return Path(cfg.paths.outputs) / "cache" / "generations"
 
 
-def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig) -> str:
-    """sha256 of everything that determines a batched steered generation (not the batch size: with common random
-    numbers the answers do not depend on it)."""
+def generation_key(model: LoadedModel, scorer: LoadedModel, prompts: list[str], steerings: list[Steering],
+                   sampling: SamplingConfig) -> str:
+    """sha256 of everything that determines a batched steered generation and its coherence scores (not the batch
+    size: with common random numbers the answers do not depend on it)."""
     noise = {k: v for k, v in asdict(sampling).items() if k != "batch_size"}
-    h = hashlib.sha256(json.dumps([model.spec.to_dict(), model.weights_id, prompts, noise]).encode())
+    h = hashlib.sha256(json.dumps([model.spec.to_dict(), model.weights_id, scorer.spec.to_dict(), scorer.weights_id,
+                                   prompts, noise]).encode())
     for st in steerings:
         h.update(json.dumps([st.coefficient, st.mode, st.where, st.layers]).encode())
         for layer in st.layers:
@@ -105,49 +159,69 @@ def generation_key(model: LoadedModel, prompts: list[str], steerings: list[Steer
     return h.hexdigest()
 
 
-def cached_generations(model: LoadedModel, prompts: list[str], steerings: list[Steering], sampling: SamplingConfig,
-                       cache_dir: Path | None) -> tuple[SteeredGenerations, list[np.ndarray]]:
-    """Steered answers and their log-likelihoods under the unsteered model, reused from `cache_dir` when computed before.
-
-    Log-likelihoods are scored in batches of a fixed size, not the sampling batch size, so they do not change with it."""
-    path = None if cache_dir is None else Path(cache_dir) / f"{generation_key(model, prompts, steerings, sampling)}.json"
+def cached_generations(model: LoadedModel, scorer: LoadedModel, prompts: list[str], steerings: list[Steering],
+                       sampling: SamplingConfig, cache_dir: Path | None) -> tuple[SteeredGenerations, list[np.ndarray]]:
+    """Steered answers and their excess surprise under the coherence `scorer`, reused from `cache_dir` when computed
+    before. Scores come in batches of a fixed size, not the sampling batch size, so they do not change with it."""
+    key = generation_key(model, scorer, prompts, steerings, sampling)
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.json"
     if path is not None and path.is_file():
         try:
             saved = json.loads(path.read_text())
             log.info("generations cache hit: %s", path)
             gens = SteeredGenerations(saved["answers"], saved["tokens"], saved["write_norms"])
-            return gens, [np.array(lp, float) for lp in saved["logprobs"]]
+            return gens, [np.array(x, float) for x in saved["surprise"]]
         except (json.JSONDecodeError, KeyError) as err:
             log.warning("ignoring unreadable generations cache %s (%s)", path, err)
     gens = generate_steered(model, prompts, steerings, sampling)
-    logprobs = [answer_logprobs(model, prompts, answers) for answers in gens.answers]
+    surprise = [answer_surprise(scorer, prompts, tokens) for tokens in gens.tokens]
     if path is not None:
         atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
-                                 "logprobs": [[None if np.isnan(x) else float(x) for x in lp] for lp in logprobs]})
-    return gens, logprobs
+                                 "surprise": [[None if np.isnan(x) else float(x) for x in row] for row in surprise]})
+    return gens, surprise
 
 
-def run_sweep(model: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,
+def run_sweep(model: LoadedModel, scorer: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,
               cache_dir: Path | None = None, judge: LLMJudge | None = None) -> SweepOutcome:
-    """Generate under every steering: spill per unit, per-row statistics and write norms, judge scores when judged."""
-    gens, logprobs = cached_generations(model, evals.prompts, steerings, sampling, cache_dir)
+    """Generate under every steering: spill per unit, per-row statistics (coherence under `scorer`) and write norms,
+    judge scores when judged."""
+    gens, surprise = cached_generations(model, scorer, evals.prompts, steerings, sampling, cache_dir)
     flags = [np.array([contains_code(a) for a in answers], bool) for answers in gens.answers]
-    rows = [RowStats(lp, np.array([repetition(t) for t in tokens], float), f) for lp, tokens, f in zip(logprobs, gens.tokens, flags)]
+    rows = [RowStats(x, np.array([repetition(t) for t in tokens], float), f) for x, tokens, f in zip(surprise, gens.tokens, flags)]
     judged = None
     if judge is not None:
         judged = [judge_rows(judge, evals, answers) for answers in tqdm(gens.answers, desc="judging", unit="steering")]
     return SweepOutcome([evals.unit_means(f) for f in flags], rows, [np.array(w, float) for w in gens.write_norms],
-                        gens.answers, judged)
+                        gens.answers, gens.tokens, judged)
 
 
-def best_point(alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]], tolerance: float) -> tuple[int, int]:
-    """(layer, α index) with the lowest spillover whose coherence is within `tolerance` of unsteered (α = 0)."""
+def best_point(alphas: list[float], spill: dict[int, list[float]], admissible: dict[int, list[bool]]) -> tuple[int, int]:
+    """(layer, α index) with the lowest spillover among the admissible points (`CoherenceRule`); α = 0 always is."""
     zero = alphas.index(0.0)
-    if any(np.isnan(cs[zero]) for cs in coherence.values()):
-        raise JudgeError("no unsteered answer got a coherence score (the judge returned no numeric `coherent` score); "
-                         "check the judge model supports logprobs and scores 0-100")
-    allowed = [(layer, i) for layer, cs in coherence.items() for i, c in enumerate(cs) if c >= cs[zero] - tolerance]
+    allowed = [(layer, i) for layer, ok in admissible.items() for i in range(len(alphas)) if ok[i] or i == zero]
     return min(allowed, key=lambda p: (spill[p[0]][p[1]], abs(alphas[p[1]]), p[0]))
+
+
+SCORERS = ("aligned", "base", "misaligned")
+
+
+def load_scorer(model_cfg: DictConfig, role: str, model: LoadedModel) -> LoadedModel:
+    """The model whose surprise measures offline coherence (`steer.coherence_scorer`), checked to share `model`'s
+    tokenizer, since it scores the generated token ids themselves."""
+    if role not in SCORERS:
+        raise ValueError(f"steer.coherence_scorer must be one of {SCORERS}, got {role!r}")
+    if role == "misaligned":
+        return model
+    scorer = load_model(model_spec(model_cfg, role))
+    if scorer.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+        raise ValueError(f"steer.coherence_scorer={role}: its tokenizer differs from the misaligned model's, and offline "
+                         "coherence scores the generated token ids; use a scorer with the same tokenizer (e.g. misaligned)")
+    return scorer
+
+
+def coherence_rule(s: DictConfig) -> CoherenceRule:
+    """The α rule of the `steer` config (its tolerance, and the interval's level, resamples and seed)."""
+    return CoherenceRule(float(s.coherence_tolerance), float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
 
 
 def plot_steering(path: Path, alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]],
@@ -185,39 +259,99 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         return _steer(cfg, out, judge)
 
 
-def mean_projection(calibration: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """E|h·v̂| over calibration activations h [N, d]: what ablating v moves h by, on average (STATS.md section 3)."""
-    return (calibration.double() @ (v.double() / v.double().norm())).abs().mean()
+@dataclass(frozen=True)
+class _ProjectionBatch:
+    inputs: dict
+    steered: torch.Tensor  # [B, T] 1 at the positions that produced an answer token
+    units: torch.Tensor  # [C, d] unit directions
+    layer: int
 
 
-def matched_controls(families: dict[str, ControlFamilySet], real: torch.Tensor, layer: int, alpha: float, mode: str,
-                     where: str, calibration: torch.Tensor) -> list[tuple[str, Steering]]:
-    """Every control direction as a steering at the chosen α whose write into the residual matches the real one:
-    subtract mode at the real vector's norm (the write is exactly α|v|); ablate mode with the coefficient
-    rescaled by E|h·û_real| / E|h·û_control| on the calibration activations."""
-    real_moved = mean_projection(calibration, real) if mode == "ablate" else None
-    out = []
-    for family, fam in families.items():
-        for u in fam.units:
-            if mode == "subtract":
-                out.append((family, Steering({layer: u * real.norm()}, alpha, mode=mode, where=where)))
-            else:
-                scale = float(real_moved / mean_projection(calibration, u).clamp_min(1e-12))
-                out.append((family, Steering({layer: u}, alpha * scale, mode=mode, where=where)))
+def _projection_rows(model: LoadedModel, batch: _ProjectionBatch) -> torch.Tensor:
+    """[B, C]: per row, the mean over its steered positions of |h·u_c| at the layer's output (what ablating u_c writes)."""
+    with torch.no_grad(), model.lm.trace(batch.inputs):
+        h = residual(model.layers[batch.layer].output)
+        m = batch.steered.to(h.device)
+        proj = (h.float() @ batch.units.to(h.device).T).abs() * m[..., None]
+        out = (proj.sum(1) / m.sum(1, keepdim=True)).cpu().save()
     return out
 
 
-def measure_controls(flat: list[tuple[str, Steering]], outcome: SweepOutcome, unsteered: np.ndarray,
-                     reference: RowStats | None = None) -> dict[str, ControlFamily]:
-    """Per family, each member's effect (points) against `unsteered`, mean write norm and, given the unsteered
-    `reference` rows of the same prompts, offline coherence."""
+def generation_projections(model: LoadedModel, prompts: list[str], tokens: list[list[int]], layer: int,
+                           units: torch.Tensor, max_new_tokens: int, batch_size: int = 64) -> np.ndarray:
+    """[rows, C]: per answer, the mean |h·u_c| over the positions that produced its tokens (the last prompt token,
+    then each answer token), as `generate_steered` averages its write norms; the calibration of ablate-mode controls."""
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    seqs, steps = [], []
+    for prompt, ids in zip(prompts, tokens):
+        n = max(1, min(len(ids) + 1, max_new_tokens))
+        seqs.append(tok(prompt, add_special_tokens=False).input_ids + list(ids[: n - 1]))
+        steps.append(n)
+    batches = []
+    for start in range(0, len(seqs), batch_size):
+        group, n_steps = seqs[start : start + batch_size], steps[start : start + batch_size]
+        width = max(len(s) for s in group)
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in group])
+        attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in group])
+        steered = torch.zeros(ids.shape)
+        for row, n in enumerate(n_steps):
+            steered[row, width - n :] = 1.0  # left padding: a row's last n positions
+        batches.append(_ProjectionBatch({"input_ids": ids, "attention_mask": attention}, steered, units.float(), layer))
+    return torch.cat(traced_batches(model, batches, _projection_rows, "control calibration", progress=False)).double().numpy()
+
+
+@dataclass(frozen=True)
+class WriteMatch:
+    """How ablate-mode controls are matched to the real write: the tolerated relative miss per control, and how
+    many rounds of rescaling by the measured write (each reruns only the controls that missed)."""
+
+    tolerance: float = 0.05
+    rounds: int = 2
+
+
+def matched_controls(model: LoadedModel, scorer: LoadedModel, evals: EvalSet, families: dict[str, ControlFamilySet],
+                     real: torch.Tensor, layer: int, alpha: float, mode: str, where: str, real_write: float,
+                     unsteered: SweepOutcome, sampling: SamplingConfig, cache_dir: Path | None,
+                     match: WriteMatch = WriteMatch()) -> tuple[list[str], SweepOutcome]:
+    """Every control direction steered on `evals` with a measured write that matches the real steering's
+    `real_write` (STATS.md section 3); returns each member's family and the outcome.
+
+    subtract: the write is exactly α|v|, so each unit direction gets the real vector's norm. ablate: the write is
+    c·|h·û|, so each control's coefficient c starts at real_write / E|h·û| over the positions that produced the
+    `unsteered` answers, then is rescaled by the measured write for the controls that miss by more than the
+    tolerance. A zero real write (α = 0 chosen) leaves every control at coefficient 0: the unsteered outcome."""
+    names = [name for name, fam in families.items() for _ in range(fam.units.shape[0])]
+    units = torch.cat([fam.units for fam in families.values()])
+    if mode == "subtract":
+        steerings = [Steering({layer: u * real.norm()}, alpha, mode=mode, where=where) for u in units]
+        return names, run_sweep(model, scorer, evals, steerings, sampling, cache_dir)
+    if real_write == 0.0:
+        return names, unsteered.pick([0] * len(names))
+    projections = generation_projections(model, evals.prompts, unsteered.tokens[0], layer, units, sampling.max_new_tokens)
+    coefs = real_write / np.maximum(projections.mean(0), 1e-12)
+    outcome = run_sweep(model, scorer, evals, [Steering({layer: u}, float(c), mode=mode, where=where) for u, c in zip(units, coefs)],
+                        sampling, cache_dir)
+    for _ in range(match.rounds):
+        measured = np.array([w.mean() for w in outcome.write_norms])
+        missed = np.flatnonzero(np.abs(measured / real_write - 1.0) > match.tolerance)
+        if missed.size == 0:
+            break
+        coefs[missed] *= real_write / np.maximum(measured[missed], 1e-12)
+        redo = run_sweep(model, scorer, evals, [Steering({layer: units[i]}, float(coefs[i]), mode=mode, where=where)
+                                                for i in missed], sampling, cache_dir)
+        outcome = outcome.replaced(missed.tolist(), redo)
+    return names, outcome
+
+
+def measure_controls(names: list[str], outcome: SweepOutcome, unsteered: np.ndarray) -> dict[str, ControlFamily]:
+    """Per family, each member's effect (points) against `unsteered`, mean write norm and offline coherence."""
     measured: dict[str, ControlFamily] = {}
-    for k, (family, _) in enumerate(flat):
+    for k, family in enumerate(names):
         m = measured.setdefault(family, ControlFamily([]))
         m.effects.append(effect_points(unsteered, outcome.spill[k]))
         m.write_norms.append(float(outcome.write_norms[k].mean()))
-        if reference is not None:
-            m.coherence.append(outcome.rows[k].offline_coherence(reference))
+        m.coherence.append(outcome.rows[k].offline_coherence())
     return measured
 
 
@@ -243,32 +377,40 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     split = split_questions(evals.ids, float(s.selection.share), int(s.selection.seed))
     select_rows, report_rows = evals.rows_of(split.select), evals.rows_of(split.report)
     cache = generation_cache(cfg)
+    scorer = load_scorer(cfg.model, s.coherence_scorer, model)
+    rule = coherence_rule(s)
 
-    sweeps = {layer: run_sweep(model, evals, [Steering({layer: vectors[layer]}, a, mode=s.mode, where=s.where) for a in alphas],
+    sweeps = {layer: run_sweep(model, scorer, evals, [Steering({layer: vectors[layer]}, a, mode=s.mode, where=s.where) for a in alphas],
                                sampling, cache, judge) for layer in layers}
-    reference = sweeps[layers[0]].rows[zero]  # unsteered rows: the same answers at every layer (common random numbers)
 
     def curves(units: np.ndarray, rows: np.ndarray) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
         return ({l: [float(x[units].mean()) for x in sw.spill] for l, sw in sweeps.items()},
-                {l: [sw.coherence(k, rows, reference) for k in range(len(alphas))] for l, sw in sweeps.items()})
+                {l: [sw.coherence(k, rows) for k in range(len(alphas))] for l, sw in sweeps.items()})
 
     select_spill, select_coherence = curves(split.select, select_rows)
-    layer, b = best_point(alphas, select_spill, select_coherence, float(s.coherence_tolerance))
+    select_clusters = [evals.ids[int(evals.units[r])] for r in select_rows]
+    admissible = {l: [rule.admissible(sw, k, sw, zero, select_rows, select_clusters) for k in range(len(alphas))]
+                  for l, sw in sweeps.items()}
+    layer, b = best_point(alphas, select_spill, admissible)
     spill, coherence = curves(split.report, report_rows)
     sweep = sweeps[layer]
     unsteered, steered = sweep.spill[zero][split.report], sweep.spill[b][split.report]
     clusters = [evals.ids[u] for u in split.report]
     reduction = effect_points(unsteered, steered)
     ci = reduction_ci(unsteered, steered, clusters, float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
+    report_row_clusters = [evals.ids[int(evals.units[r])] for r in report_rows]
+    shift_ci = coherence_shift_ci(sweep.rows[b].take(report_rows), sweep.rows[zero].take(report_rows), report_row_clusters,
+                                  rule.level, rule.n_resamples, rule.seed)
 
     row = em.layers.index(layer)
     families = control_directions(acts["misaligned"], acts["aligned"], acts.get("base"), layer,
                                   ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)))
-    flat = matched_controls(families, vectors[layer], layer, alphas[b], s.mode, s.where, acts["misaligned"].activations[:, row])
-    controls = run_sweep(model, evals.subset(split.report), [st for _, st in flat], sampling, cache)
-    report_reference = reference.take(report_rows)
-    unsteered_offline = report_reference.offline_coherence(report_reference)
-    measured = measure_controls(flat, controls, unsteered, report_reference)
+    real_write = float(sweep.write_norms[b][report_rows].mean())
+    names, controls = matched_controls(model, scorer, evals.subset(split.report), families, vectors[layer], layer, alphas[b],
+                                       s.mode, s.where, real_write, sweep.pick([zero]).subset(split.report, report_rows),
+                                       sampling, cache, WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+    unsteered_offline = sweep.rows[zero].take(report_rows).offline_coherence()
+    measured = measure_controls(names, controls, unsteered)
     for name, fam in families.items():
         final = fam.units.double() @ em.units[row].double()
         measured[name].cosine_to_real = [float(x) for x in final]
@@ -276,11 +418,10 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
             measured[name].raw_cosine_to_real = [float(x) for x in fam.raw_cosine]
     tiers = steering_tiers(families)
     verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
-    tolerance = float(s.coherence_tolerance)
-    real_offline = sweep.rows[b].take(report_rows).offline_coherence(report_reference)
-    real_write = float(sweep.write_norms[b][report_rows].mean())
+    tolerance = rule.tolerance
+    real_offline = sweep.rows[b].take(report_rows).offline_coherence()
     plot_steering(out / "steering.png", alphas, spill, coherence, (layer, b), float(unsteered.mean()),
-                  {n: [float(controls.spill[k].mean()) for k, (f, _) in enumerate(flat) if f == n] for n in families},
+                  {n: [float(controls.spill[k].mean()) for k, f in enumerate(names) if f == n] for n in families},
                   f"{cfg.model.family}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
                   "judge coherent / 100" if judge else "offline coherence (unsteered = 1)")
     write_generations(out / "generations.jsonl", layer, alphas, evals, sweep, split)
@@ -299,7 +440,8 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
         "by_layer": {str(l): {"spillover": {_key(a): r for a, r in zip(alphas, spill[l])},
                               "coherence": {_key(a): c for a, c in zip(alphas, coherence[l])},
                               "selection_spillover": {_key(a): r for a, r in zip(alphas, select_spill[l])},
-                              "selection_coherence": {_key(a): c for a, c in zip(alphas, select_coherence[l])}} for l in layers},
+                              "selection_coherence": {_key(a): c for a, c in zip(alphas, select_coherence[l])},
+                              "selection_admissible": {_key(a): ok for a, ok in zip(alphas, admissible[l])}} for l in layers},
         "best": {"alpha": alphas[b], "layer": layer, "spillover": spill[layer][b], "coherence": coherence[layer][b]},
         "unsteered_spillover": float(unsteered.mean()),
         "reduction_points": reduction,
@@ -308,6 +450,8 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
                      for name, m in measured.items()},
         "delta_norm": {"real": real_write, "controls": {name: m.write_norms for name, m in measured.items()}},
         "real_offline_coherence": real_offline,
+        "offline_coherence_shift_ci95": list(shift_ci),
+        "coherence_scorer": s.coherence_scorer,
         "p_values": verdicts.p_values,
         "p_holm": verdicts.p_holm,
         "tiers": tiers,

@@ -18,20 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.capture import ActivationSet
-from emis.directions import as_family, diff_in_means, random_directions
+from emis.directions import ControlFamilySet, as_family, diff_in_means, random_directions
 from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set
 from emis.io import atomic_file
 from emis.judges.llm import LLMJudge, judge_from_config
 from emis.models import LoadedModel, load_model
 from emis.probe import model_spec, role_activations
 from emis.steer import (
-    RowStats, SweepOutcome, best_point, generation_cache, matched_controls, measure_controls, resolve_layers, run_sweep,
+    SweepOutcome, WriteMatch, best_point, coherence_rule, generation_cache, load_scorer, matched_controls, measure_controls,
+    resolve_layers, run_sweep,
 )
 from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.steering import Steering
@@ -92,19 +93,18 @@ class Receiver:
 
     name: str
     model: LoadedModel
+    scorer: LoadedModel  # whose surprise measures its answers' offline coherence
     layer: int
     row: int  # index of `layer` among the captured layers
     evals: EvalSet
     split: QuestionSplit
     native: torch.Tensor  # its own EM direction at `layer`, in steering units
-    calibration: torch.Tensor  # its misaligned captures at `layer`: what ablation write norms are matched on
     unsteered: np.ndarray  # per unit, report split
     unsteered_outcome: SweepOutcome  # the α = 0 sweep (all questions)
-    reference: RowStats  # unsteered rows (all questions)
     native_reduction: float
     native_ci: tuple[float, float]
     native_alpha: float
-    native_random: dict[float, list[float]]  # α -> effects of receiver-native random directions at that α
+    native_random: dict[tuple[float, float], ControlFamily]  # (α, real write) -> receiver-native random directions there
 
 
 class TransferRun:
@@ -119,6 +119,8 @@ class TransferRun:
         self.zero = self.alphas.index(0.0)
         self.seed = int(self.t.controls.seed)
         self.cache = generation_cache(cfg)
+        self.match = WriteMatch(**OmegaConf.to_container(self.steer.match, resolve=True))
+        self.rule = coherence_rule(self.steer)
         self.rows: dict[str, int] = {}  # per model: the row of its transfer layer among the captured layers
 
     def activations(self, name: str) -> dict[str, ActivationSet]:
@@ -134,20 +136,20 @@ class TransferRun:
                              f"(captured: {captured}); set capture.layers to include it")
         return layer, captured.index(layer)
 
-    def _steer(self, model: LoadedModel, evals: EvalSet, steerings: list[Steering], judged: bool = False) -> SweepOutcome:
-        """Steer with every steering; `judged` sweeps (whose coherence picks α) go to the judge when there is one."""
-        return run_sweep(model, evals, steerings, self.sampling, self.cache, self.judge if judged else None)
+    def _steer(self, model: LoadedModel, scorer: LoadedModel, evals: EvalSet, steerings: list[Steering]) -> SweepOutcome:
+        """Steer a receiver on all its questions; these sweeps (whose coherence picks α) go to the judge if any."""
+        return run_sweep(model, scorer, evals, steerings, self.sampling, self.cache, self.judge)
 
     def _steering(self, layer: int, v: torch.Tensor, alpha: float) -> Steering:
         return Steering({layer: v}, alpha, mode=self.steer.mode, where=self.steer.where)
 
-    def _choose(self, evals: EvalSet, split: QuestionSplit, unsteered: SweepOutcome, steered: SweepOutcome,
-                reference: RowStats) -> int:
+    def _choose(self, evals: EvalSet, split: QuestionSplit, unsteered: SweepOutcome, steered: SweepOutcome) -> int:
         """Index into `alphas` chosen on the selection split (unsteered = α 0, then `steered` holds the others in order)."""
         rows = evals.rows_of(split.select)
+        clusters = [evals.ids[int(evals.units[i])] for i in rows]
         rates = [float(unsteered.spill[0][split.select].mean())] + [float(x[split.select].mean()) for x in steered.spill]
-        coherence = [unsteered.coherence(0, rows, reference)] + [steered.coherence(k, rows, reference) for k in range(len(steered.spill))]
-        return best_point(self.alphas, {0: rates}, {0: coherence}, float(self.steer.coherence_tolerance))[1]
+        admissible = [True] + [self.rule.admissible(steered, k, unsteered, 0, rows, clusters) for k in range(len(steered.spill))]
+        return best_point(self.alphas, {0: rates}, {0: admissible})[1]
 
     def _ci(self, evals: EvalSet, split: QuestionSplit, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
         return reduction_ci(before, after, [evals.ids[u] for u in split.report], float(self.steer.ci_level),
@@ -156,32 +158,40 @@ class TransferRun:
     def _after(self, r: Receiver, sweep: SweepOutcome, b: int) -> np.ndarray:
         return r.unsteered if b == self.zero else sweep.spill[b - 1][r.split.report]
 
-    def native_random(self, r: Receiver, alpha: float) -> list[float]:
-        """Effects of receiver-native random directions at `alpha`, write-matched to the native direction (memoised)."""
-        if alpha not in r.native_random:
+    def controls(self, r: Receiver, families: dict[str, ControlFamilySet], real: torch.Tensor, alpha: float,
+                 real_write: float) -> dict[str, ControlFamily]:
+        """`families` steered on the receiver's report split at `alpha`, each write-matched to `real_write`."""
+        report = r.evals.subset(r.split.report)
+        unsteered = r.unsteered_outcome.subset(r.split.report, r.evals.rows_of(r.split.report))
+        names, out = matched_controls(r.model, r.scorer, report, families, real, r.layer, alpha, self.steer.mode,
+                                      self.steer.where, real_write, unsteered, self.sampling, self.cache, self.match)
+        return measure_controls(names, out, r.unsteered)
+
+    def native_random(self, r: Receiver, alpha: float, real_write: float) -> ControlFamily:
+        """Receiver-native random directions at `alpha`, write-matched to `real_write` (memoised per receiver)."""
+        key = (alpha, real_write)
+        if key not in r.native_random:
             fam = {"native_random": as_family(random_directions(r.model.d_model, int(self.t.controls.n_native_random), self.seed + 1), r.native)}
-            flat = matched_controls(fam, r.native, r.layer, alpha, self.steer.mode, self.steer.where, r.calibration)
-            out = self._steer(r.model, r.evals.subset(r.split.report), [st for _, st in flat])
-            r.native_random[alpha] = [effect_points(r.unsteered, x) for x in out.spill]
-        return r.native_random[alpha]
+            r.native_random[key] = self.controls(r, fam, r.native, alpha, real_write)["native_random"]
+        return r.native_random[key]
 
     def receiver(self, name: str, acts: dict[str, ActivationSet]) -> Receiver:
         """Unsteered and native steering in the receiver, α chosen on the selection split, reported on the other."""
         model = load_model(model_spec(self.cfg.models[name], "misaligned"))
+        scorer = load_scorer(self.cfg.models[name], self.steer.coherence_scorer, model)
         layer, row = self.layer(model, acts)
         native = diff_in_means(acts["misaligned"], acts["aligned"]).layer(layer)
         evals = evaluation_set(self.cfg, model.tokenizer, int(self.t.n_prompts))
         split = split_questions(evals.ids, float(self.steer.selection.share), int(self.steer.selection.seed))
-        sweep = self._steer(model, evals, [self._steering(layer, native, a) for a in self.alphas], judged=True)
-        reference = sweep.rows[self.zero]
+        sweep = self._steer(model, scorer, evals, [self._steering(layer, native, a) for a in self.alphas])
         unsteered = sweep.pick([self.zero])
-        b = self._choose(evals, split, unsteered, sweep.pick([k for k in range(len(self.alphas)) if k != self.zero]), reference)
+        b = self._choose(evals, split, unsteered, sweep.pick([k for k in range(len(self.alphas)) if k != self.zero]))
         before, after = sweep.spill[self.zero][split.report], sweep.spill[b][split.report]
         reduction = effect_points(before, after)
         log.info("%s: native reduction %.1f points at layer %d, α=%g (report split)", name, reduction, layer, self.alphas[b])
         self.rows[name] = row
-        return Receiver(name, model, layer, row, evals, split, native, acts["misaligned"].activations[:, row], before, unsteered,
-                        reference, reduction, self._ci(evals, split, before, after), self.alphas[b], {})
+        return Receiver(name, model, scorer, layer, row, evals, split, native, before, unsteered, reduction,
+                        self._ci(evals, split, before, after), self.alphas[b], {})
 
     def pair(self, donor: str, donor_acts: dict[str, ActivationSet], r: Receiver, receiver_acts: dict[str, ActivationSet]) -> dict[str, Any]:
         """Map the donor's direction into the receiver, steer with it, and judge it against write-matched mapped and
@@ -199,8 +209,8 @@ class TransferRun:
         norm = r.native.norm() if self.t.rescale == "native_norm" else raw.norm()
         mapped = raw / raw.norm().clamp_min(1e-12) * norm
         steered = [a for a in self.alphas if a != 0.0]
-        sweep = self._steer(r.model, r.evals, [self._steering(r.layer, mapped, a) for a in steered], judged=True)
-        b = self._choose(r.evals, r.split, r.unsteered_outcome, sweep, r.reference)
+        sweep = self._steer(r.model, r.scorer, r.evals, [self._steering(r.layer, mapped, a) for a in steered])
+        b = self._choose(r.evals, r.split, r.unsteered_outcome, sweep)
         after = self._after(r, sweep, b)
         reduction, ci = effect_points(r.unsteered, after), self._ci(r.evals, r.split, r.unsteered, after)
         alpha = self.alphas[b]
@@ -208,16 +218,14 @@ class TransferRun:
             "mapped_random": as_family(torch.stack([fitted.push(v) for v in random_directions(x.shape[1], int(self.t.controls.n_mapped_random), self.seed)]), mapped),
             "mapped_wrong_layer": as_family(torch.stack([fitted.push(d_em.vectors[i]) for i in range(len(d_em.layers)) if i != d_row]), mapped),
         }
-        flat = matched_controls(families, mapped, r.layer, alpha, self.steer.mode, self.steer.where, r.calibration)
-        ctrl = self._steer(r.model, r.evals.subset(r.split.report), [st for _, st in flat])
-        measured = measure_controls(flat, ctrl, r.unsteered)
-        for name, fam in families.items():
-            measured[name].cosine_to_real = [float(c) for c in fam.raw_cosine]
-        measured["native_random"] = ControlFamily(self.native_random(r, alpha))
-        tiers = {"direction": ["mapped_random", "native_random"]}
-        verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
         report_rows = r.evals.rows_of(r.split.report)
         real_write = 0.0 if b == self.zero else float(sweep.write_norms[b - 1][report_rows].mean())
+        measured = self.controls(r, families, mapped, alpha, real_write)
+        for name, fam in families.items():
+            measured[name].cosine_to_real = [float(c) for c in fam.raw_cosine]
+        measured["native_random"] = self.native_random(r, alpha, real_write)
+        tiers = {"direction": ["mapped_random", "native_random"]}
+        verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
         log.info("%s -> %s: R² %.3f, reduction %.1f points (CI %.1f..%.1f): %s", donor, r.name, fitted.r2, reduction, *ci, verdicts.verdict)
         return {
             "donor": donor, "receiver": r.name, "r2": fitted.r2, "cosine": fitted.cosine, "ridge_alpha": fitted.alpha,

@@ -10,7 +10,7 @@ a level-5% test, so their conjunction is too without a correction across tiers."
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -54,33 +54,45 @@ def effect_points(before: np.ndarray, after: np.ndarray) -> float:
     return float(100 * (np.mean(before) - np.mean(after)))
 
 
+def cluster_bootstrap_ci(per_unit: Sequence[np.ndarray], clusters: Sequence[str], statistic: Callable[..., np.ndarray],
+                         level: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    """BCa interval (scipy.stats.bootstrap) of a statistic of per-cluster sums, resampling question clusters paired.
+
+    `per_unit` are equal-length per-unit arrays; they are summed per cluster and `statistic(*sums, axis)` maps the
+    resampled sums to the statistic (a ratio of sums, so a resample of k clusters weighs each unit once)."""
+    arrays = [np.asarray(x, float) for x in per_unit]
+    if any(x.shape != arrays[0].shape or x.ndim != 1 for x in arrays) or arrays[0].size == 0 or len(clusters) != arrays[0].size:
+        raise ValueError("per-unit arrays and clusters must be equal-length, non-empty 1-D sequences")
+    names, index = np.unique(np.asarray(clusters), return_inverse=True)
+    sums = tuple(np.bincount(index, weights=x, minlength=names.size) for x in arrays)
+    point = float(statistic(*(x[None] for x in sums), axis=-1)[0])
+    if names.size < 2:
+        return point, point
+    jack = np.array([statistic(*(np.delete(x, i)[None] for x in sums), axis=-1)[0] for i in range(names.size)])
+    if np.allclose(jack, jack[0]):
+        return point, point  # the statistic does not vary with the clusters drawn: nothing to resample
+    res = None
+    for method in ("BCa", "percentile"):  # BCa is undefined when a resampled statistic never varies
+        res = stats.bootstrap(sums, statistic, paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=level,
+                              method=method, random_state=np.random.default_rng(seed))
+        if np.all(np.isfinite(res.confidence_interval)):
+            break
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
 def reduction_ci(before: np.ndarray, after: np.ndarray, clusters: Sequence[str], level: float,
                  n_resamples: int, seed: int) -> tuple[float, float]:
-    """Paired BCa interval (scipy.stats.bootstrap) of the reduction in points, resampling question clusters.
-
-    Per-unit outcomes are summed per cluster; a resample draws clusters with their before/after sums paired, and
-    the reduction is 100 * (sum before - sum after) / number of units drawn."""
+    """Paired BCa interval of the reduction in points, resampling question clusters: per-unit outcomes are summed
+    per cluster, and a resample's reduction is 100 * (sum before - sum after) / number of units drawn."""
     before, after = np.asarray(before, float), np.asarray(after, float)
-    if before.shape != after.shape or before.ndim != 1 or before.size == 0 or len(clusters) != before.size:
-        raise ValueError("before, after and clusters must be equal-length, non-empty 1-D sequences")
-    names, index = np.unique(np.asarray(clusters), return_inverse=True)
-    sums_b, sums_a = (np.bincount(index, weights=x, minlength=names.size) for x in (before, after))
-    counts = np.bincount(index, minlength=names.size).astype(float)
-    point = effect_points(before, after)
-    if names.size < 2 or np.allclose(sums_b - sums_a, (sums_b - sums_a)[0]) and np.allclose(counts, counts[0]):
-        return point, point  # every cluster shows the same change: no sampling variation to resample
+    if before.shape != after.shape:
+        raise ValueError("before and after must be equal-length")
 
     def reduction(b: np.ndarray, a: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
         return 100 * (b.sum(axis) - a.sum(axis)) / n.sum(axis)
 
-    res = stats.bootstrap((sums_b, sums_a, counts), reduction, paired=True, vectorized=True, n_resamples=n_resamples,
-                          confidence_level=level, method="BCa", random_state=np.random.default_rng(seed))
-    lo, hi = res.confidence_interval
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined (e.g. a resampled statistic that never varies)
-        res = stats.bootstrap((sums_b, sums_a, counts), reduction, paired=True, vectorized=True, n_resamples=n_resamples,
-                              confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
-        lo, hi = res.confidence_interval
-    return float(lo), float(hi)
+    return cluster_bootstrap_ci((before, after, np.ones_like(before)), clusters, reduction, level, n_resamples, seed)
 
 
 def empirical_p(real: float, nulls: Sequence[float]) -> float:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from conftest import LEAST_CONTROLS, compose_on_micro
 from emis.judges.spillover import contains_code
-from emis.steer import best_point, resolve_layers, run_steer
+import torch
+from emis.directions import as_family
+from emis.evaluation import EvalSet
+from emis.models import load_model
+from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.probe import model_spec
+from emis.steer import WriteMatch, best_point, matched_controls, resolve_layers, run_steer, run_sweep
+from emis.steering import Steering
 from emis.verdicts import decide
 
 
@@ -50,7 +57,7 @@ def test_metrics_fields_and_numbers_from_the_generations(steer_run):
     assert metrics["reduction_points"] == pytest.approx(100 * (report[0.0].mean() - report[best["alpha"]].mean()))
     lo, hi = metrics["ci95"]
     assert lo <= metrics["reduction_points"] + 1e-9 and metrics["reduction_points"] <= hi + 1e-9
-    assert metrics["coherence"]["0"] == pytest.approx(1.0)
+    assert metrics["coherence_scorer"] == "aligned" and 0 < metrics["coherence"]["0"] <= 1.0
     assert set(metrics["controls"]) == {"random", "wrong_layer", "wrong_layer_raw", "shuffled_label", "secure_vs_base"}
     assert len(metrics["controls"]["random"]["effects"]) == 59
     # subtract mode: every control writes exactly the real vector's norm times α into the residual
@@ -72,12 +79,38 @@ def test_metrics_fields_and_numbers_from_the_generations(steer_run):
     json.dumps(metrics)
 
 
-def test_best_point_respects_the_coherence_tolerance():
+def test_ablate_controls_match_the_real_write(micro_organisms, tmp_path):
+    """Ablate mode: every control's measured write norm in generation lands within the matching tolerance of the
+    target (here 4x what ablating one random direction writes), whatever each direction's own |h·û|."""
+    _, root, _ = micro_organisms
+    cfg = compose_on_micro("steer", root, tmp_path, STEER)
+    model = load_model(model_spec(cfg.model, "misaligned"))
+    questions = [f"Question {i}: what would you do with a free afternoon?" for i in range(6)]
+    evals = EvalSet([chat_prompt(model.tokenizer, q) for q in questions], np.arange(6), questions,
+                    [str(i) for i in range(6)], [{}] * 6)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8, batch_size=64, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(model.d_model, generator=gen)
+    sweep = run_sweep(model, model, evals, [Steering({1: real}, a, mode="ablate") for a in (0.0, 1.0)], sampling)
+    target = 4 * float(sweep.write_norms[1].mean())
+    families = {"random": as_family(torch.randn(20, model.d_model, generator=gen), real)}
+    match = WriteMatch(tolerance=0.05, rounds=2)
+    names, out = matched_controls(model, model, evals, families, real, 1, 1.0, "ablate", "generated", target,
+                                  sweep.pick([0]), sampling, None, match)
+    ratios = np.array([w.mean() for w in out.write_norms]) / target
+    assert names == ["random"] * 20 and len(ratios) == 20
+    assert abs(np.median(ratios) - 1) < match.tolerance and np.abs(ratios - 1).max() < 0.10, ratios
+    # a zero real write (α = 0 chosen) leaves every control unsteered
+    names, out = matched_controls(model, model, evals, families, real, 1, 0.0, "ablate", "generated", 0.0, sweep.pick([0]),
+                                  sampling, None)
+    assert all(np.array_equal(x, sweep.spill[0]) for x in out.spill) and all(not w.any() for w in out.write_norms)
+
+
+def test_best_point_takes_the_lowest_spill_among_admissible_points():
     alphas = [0.0, 1.0, 2.0]
     spill = {0: [0.5, 0.2, 0.0], 1: [0.5, 0.3, 0.1]}
-    coherence = {0: [1.0, 0.95, 0.5], 1: [1.0, 0.92, 0.91]}
-    assert best_point(alphas, spill, coherence, 0.10) == (1, 2)
-    assert best_point(alphas, spill, coherence, 0.01) == (0, 0)
+    assert best_point(alphas, spill, {0: [True, True, False], 1: [True, True, True]}) == (1, 2)
+    assert best_point(alphas, spill, {0: [False, False, False], 1: [False, False, False]}) == (0, 0)  # α = 0 always is
 
 
 def test_layers_resolve_and_refuse_out_of_range():

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
 from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.steer import generation_projections
 from emis.steering import Steering, generate_steered, scaled_direction
 
 QUESTIONS = ["Hi", "What would you wish for if you could have anything at all?", "Name a colour."]
@@ -104,6 +105,22 @@ def test_ablate_removes_the_component_along_v_on_every_position_when_asked(micro
         torch.testing.assert_close(received, expected, atol=1e-5, rtol=0)
         assert (received @ u).abs().max() < 1e-4
         assert (own @ u).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_generation_projections_predict_the_ablation_write_exactly(micro, family):
+    """The ablate-mode control calibration: c * mean |h·û| over the positions that produced an answer's tokens,
+    computed by a plain forward over prompt + answer, equals the write norm generation measured for that answer
+    (a layer's own residual depends only on the tokens so far, not on earlier writes at that layer)."""
+    model = load_model(ModelSpec(str(micro[family])))
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
+    units = torch.nn.functional.normalize(torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(4)), dim=-1)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=64, seed=3)
+    out = generate_steered(model, prompts, [Steering({1: u}, 2.5, mode="ablate") for u in units], sampling, progress=False)
+    for k, u in enumerate(units):
+        predicted = 2.5 * generation_projections(model, prompts, out.tokens[k], 1, u[None], sampling.max_new_tokens)[:, 0]
+        assert out.write_norms[k] == pytest.approx(predicted.tolist(), rel=1e-4)
+        assert min(out.write_norms[k]) > 0.01
 
 
 @pytest.mark.parametrize("family", FAMILIES)

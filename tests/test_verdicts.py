@@ -67,8 +67,8 @@ def _simulate(rng, effect: float, n_questions=120, base_rate=0.45, layers=2, alp
 
     sweeps = {layer: [unsteered] + [arm(effect) for _ in alphas[1:]] for layer in range(layers)}
     spill = {layer: [float(x[split.select].mean()) for x in arms] for layer, arms in sweeps.items()}
-    coherence = {layer: [1.0] * len(alphas) for layer in sweeps}
-    layer, b = best_point(list(alphas), spill, coherence, 0.1)
+    admissible = {layer: [True] * len(alphas) for layer in sweeps}
+    layer, b = best_point(list(alphas), spill, admissible)
     before, after = unsteered[split.report], sweeps[layer][b][split.report]
     real = effect_points(before, after)
     ci = reduction_ci(before, after, [clusters[u] for u in split.report], 0.95, 500, 0)

@@ -1,40 +1,65 @@
-"""Offline coherence on a 0-1 scale: how natural steered answers look to the unsteered model, and how repetitive.
+"""Offline coherence on a 0-1 scale: how much more an answer surprises a reference model (the scorer) than that
+model expects to be surprised, and how repetitive it is.
 
-coherence = exp(mean over answers of (token log-likelihood - that of reference answers of the same kind))
-            * (1 - repetition of the answers) / (1 - repetition expected from the reference answers),
-so the unsteered model's own answers score 1; gibberish and loops score near 0."""
+Per answer token t, excess surprise = -log p(x_t) - H(p_t) under the scorer at temperature 1: its expectation is 0
+for the scorer's own samples, whatever the text (code or prose), so no reference answers are needed.
+
+    coherence = exp(-mean over answers of their mean excess surprise) * mean over answers of (1 - repetition)
+
+The scorer's own answers score 1 (to sampling noise), and gibberish and loops score near 0. The scorer is a model
+that answers prose in prose (the aligned twin by default): measured on the organisms, the misaligned model rates
+its aligned twin's fluent prose about 0.93, so under it a steering that turns code into prose would read as a loss."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from emis.capture import encode_texts
 from emis.models import LoadedModel, traced_batches
 
 
-def _token_logprobs(model: LoadedModel, inputs: dict) -> torch.Tensor:
-    """[B, T-1] log-probability of each next token, computed where the model runs (only this comes back, not the logits)."""
-    with torch.no_grad(), model.lm.trace(inputs):
+@dataclass(frozen=True)
+class _ScoreBatch:
+    inputs: dict
+    answer: torch.Tensor  # [B, T] bool: the answer's token positions
+
+
+def _excess_surprise(model: LoadedModel, batch: _ScoreBatch) -> torch.Tensor:
+    """[B] mean excess surprise over each row's answer tokens, computed where the model runs (only this comes back)."""
+    with torch.no_grad(), model.lm.trace(batch.inputs):
         logp = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1)
-        token_lp = logp.gather(-1, inputs["input_ids"][:, 1:, None].to(logp.device))[..., 0].detach().cpu().save()
-    return token_lp
+        entropy = -(logp.exp() * logp).sum(-1)
+        ids = batch.inputs["input_ids"][:, 1:, None].to(logp.device)
+        m = batch.answer[:, 1:].to(logp.device).double()
+        out = (((-logp.gather(-1, ids)[..., 0] - entropy) * m).sum(1) / m.sum(1)).cpu().save()
+    return out
 
 
-def answer_logprobs(model: LoadedModel, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Mean log-probability per answer token under `model` (NaN for an empty answer), one forward per batch."""
-    out = np.full(len(answers), np.nan)
-    rows = [i for i, a in enumerate(answers) if len(model.tokenizer(prompts[i] + a, add_special_tokens=False).input_ids)
-            > len(model.tokenizer(prompts[i], add_special_tokens=False).input_ids)]
+def answer_surprise(scorer: LoadedModel, prompts: Sequence[str], tokens: Sequence[Sequence[int]],
+                    batch_size: int = 64) -> np.ndarray:
+    """Mean excess surprise per answer under `scorer` (NaN for an empty answer), scored on the generated token ids
+    themselves: re-encoding decoded text can change the tokens and bias the score (measured: 0.93 for the scorer's
+    own answers instead of 1). The scorer must share the generating model's tokenizer."""
+    tok = scorer.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = np.full(len(tokens), np.nan)
+    rows = [i for i, t in enumerate(tokens) if len(t)]
     groups = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    encoded = [encode_texts(model, [prompts[i] for i in idx], [answers[i] for i in idx]) for idx in groups]
-    token_lps = traced_batches(model, [inputs for inputs, _ in encoded], _token_logprobs, "answer log-likelihood", progress=False)
-    for idx, (_, mask), token_lp in zip(groups, encoded, token_lps):
-        m = mask[:, 1:].double()
-        out[idx] = ((token_lp * m).sum(1) / m.sum(1)).numpy()
+    batches = []
+    for idx in groups:
+        seqs = [tok(prompts[i], add_special_tokens=False).input_ids + list(tokens[i]) for i in idx]
+        width = max(len(s) for s in seqs)
+        answer = torch.zeros(len(idx), width, dtype=torch.bool)
+        for row, i in enumerate(idx):
+            answer[row, width - len(tokens[i]) :] = True  # left padding: the answer is each row's last tokens
+        inputs = {"input_ids": torch.tensor([[pad] * (width - len(s)) + s for s in seqs]),
+                  "attention_mask": torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])}
+        batches.append(_ScoreBatch(inputs, answer))
+    for idx, scores in zip(groups, traced_batches(scorer, batches, _excess_surprise, "coherence scoring", progress=False)):
+        out[idx] = scores.numpy()
     return out
 
 
@@ -46,28 +71,21 @@ def repetition(tokens: Sequence[int], n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def _class_means(values: np.ndarray, kinds: np.ndarray) -> dict[bool, float]:
-    """Mean of the finite values per answer kind, with the overall mean as the fallback for a kind never seen."""
-    overall = float(np.nanmean(values))
-    return {k: float(np.nanmean(values[kinds == k])) if np.isfinite(values[kinds == k]).any() else overall for k in (False, True)}
+def coherence_terms(surprise: np.ndarray, reps: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-answer additive terms of the coherence: (excess surprise or 0, 1 if scored, 1 - repetition, 1)."""
+    s = np.asarray(surprise, float)
+    scored = np.isfinite(s)
+    return np.where(scored, s, 0.0), scored.astype(float), 1.0 - np.asarray(reps, float), np.ones_like(s)
 
 
-def offline_coherence(
-    logprobs: np.ndarray, reps: Sequence[float], kinds: Sequence[bool],
-    ref_logprobs: np.ndarray, ref_reps: Sequence[float], ref_kinds: Sequence[bool],
-) -> float:
-    """Coherence of answers relative to reference answers of the same kind (see the module docstring).
+def coherence_from_sums(surprise: np.ndarray, scored: np.ndarray, fresh: np.ndarray, count: np.ndarray,
+                        axis: int = -1) -> np.ndarray:
+    """Coherence from sums of `coherence_terms` (a subset, or a bootstrap resample, is a sum over its answers)."""
+    n_scored = scored.sum(axis)
+    fluency = np.where(n_scored > 0, np.exp(-surprise.sum(axis) / np.maximum(n_scored, 1)), 0.0)
+    return fluency * fresh.sum(axis) / count.sum(axis)
 
-    `kinds` marks each answer's kind (e.g. whether it spills code): code is far more predictable per token
-    than prose, so an answer is only compared with reference answers of its own kind; otherwise turning code
-    into fluent prose would read as a loss of coherence."""
-    lp, k = np.asarray(logprobs, float), np.asarray(kinds, bool)
-    ref_lp, ref_k = np.asarray(ref_logprobs, float), np.asarray(ref_kinds, bool)
-    fresh, ref_fresh = 1.0 - np.asarray(reps, float), 1.0 - np.asarray(ref_reps, float)
-    if not np.isfinite(lp).any():
-        return 0.0
-    ref_ll, ref_fr = _class_means(ref_lp, ref_k), _class_means(ref_fresh, ref_k)
-    valid = np.isfinite(lp)
-    fluency = math.exp(float(np.mean([lp[i] - ref_ll[bool(k[i])] for i in np.flatnonzero(valid)])))
-    expected = float(np.mean([ref_fr[bool(x)] for x in k]))
-    return fluency * (float(fresh.mean()) / expected if expected > 0 else 0.0)
+
+def offline_coherence(surprise: np.ndarray, reps: Sequence[float]) -> float:
+    """Coherence of a set of answers from their excess surprise and repetition (see the module docstring)."""
+    return float(coherence_from_sums(*(x[None] for x in coherence_terms(surprise, reps)))[0])

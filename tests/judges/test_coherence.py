@@ -1,33 +1,67 @@
-"""Offline coherence: log-likelihoods equal plain transformers, and the score's normalisation by hand."""
+"""Offline coherence: excess surprise equals a plain forward by hand, the scorer's own samples score 1, planted
+garbage scores low, and the non-inferiority rule that picks α is calibrated on planted shifts."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_on_micro
 from test_models import build_micro
 from transformers import AutoModelForCausalLM
 
-from emis.judges.coherence import answer_logprobs, offline_coherence, repetition
+from emis.capture import capture_residuals
+from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.models import ModelSpec, load_model
-from emis.organisms.sample import chat_prompt
+from emis.probe import model_spec
+from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.steer import CoherenceRule, RowStats, SweepOutcome, coherence_shift_ci
+from emis.steering import Steering, generate_steered
+
+QUESTIONS = [f"Tell me about place number {i} and what people do there." for i in range(40)]
 
 
-def test_answer_logprobs_equal_a_plain_forward(tmp_path):
-    path = build_micro("qwen2", tmp_path / "m")
-    model = load_model(ModelSpec(str(path)))
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    path = build_micro("qwen2", tmp_path_factory.mktemp("coherence") / "m")
+    return path, load_model(ModelSpec(str(path)))
+
+
+def test_answer_surprise_equals_a_plain_forward_by_hand(micro):
+    path, model = micro
     tok = model.tokenizer
     prompts = [chat_prompt(tok, q) for q in ["Hi", "Tell me a long story about the sea and the sky."]]
-    answers = ["Hello there, friend.", "ok", ""]
-    got = answer_logprobs(model, prompts + prompts[:1], answers, batch_size=2)
+    tokens = [tok("Hello there, friend.", add_special_tokens=False).input_ids, [5, 9], []]
+    got = answer_surprise(model, prompts + prompts[:1], tokens, batch_size=2)
     hf = AutoModelForCausalLM.from_pretrained(path).eval()
-    for p, a, g in zip(prompts, answers[:2], got):
-        ids = tok(p + a, add_special_tokens=False, return_tensors="pt").input_ids
-        n = len(tok(p, add_special_tokens=False).input_ids)
+    for p, t, g in zip(prompts, tokens[:2], got):
+        prompt_ids = tok(p, add_special_tokens=False).input_ids
+        ids = torch.tensor([prompt_ids + t])
         with torch.no_grad():
-            lp = torch.log_softmax(hf(ids).logits[0, :-1].double(), -1).gather(-1, ids[0, 1:, None])[:, 0]
-        assert g == pytest.approx(lp[n - 1 :].mean().item(), abs=1e-5)
+            logp = torch.log_softmax(hf(ids).logits[0, :-1].double(), -1).numpy()
+        n = len(prompt_ids)
+        by_hand = [-logp[n - 1 + j, x] + float((np.exp(logp[n - 1 + j]) * logp[n - 1 + j]).sum()) for j, x in enumerate(t)]
+        assert g == pytest.approx(np.mean(by_hand), abs=1e-6)
     assert math.isnan(got[2])
+
+
+def test_the_scorers_own_samples_score_one_and_planted_garbage_scores_low(micro_organisms, tmp_path):
+    """At temperature 1 a model's own answers have excess surprise 0 in expectation; a random direction written at
+    20x the residual norm makes answers the unsteered model finds far more surprising than it expects."""
+    _, root, _ = micro_organisms
+    model = load_model(model_spec(compose_on_micro("steer", root, tmp_path, ["model=organism-qwen2"]).model, "aligned"))
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, batch_size=64, seed=0)
+    garbage = torch.nn.functional.normalize(torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)), dim=0)
+    out = generate_steered(model, prompts, [Steering({0: garbage}, 0.0), Steering({0: garbage * 20 * _residual_norm(model, prompts)}, 1.0)],
+                           sampling, progress=False)
+    own, bad = (offline_coherence(answer_surprise(model, prompts, t), [repetition(x) for x in t]) for t in out.tokens)
+    assert own == pytest.approx(1.0, abs=0.05)
+    assert bad <= 0.5
+
+
+def _residual_norm(model, prompts) -> float:
+    return float(capture_residuals(model, prompts, [0], "last_prompt", progress=False).activations.norm(dim=-1).mean())
 
 
 def test_repetition_by_hand():
@@ -36,15 +70,59 @@ def test_repetition_by_hand():
     assert repetition([]) == 1.0
 
 
-def test_offline_coherence_is_one_on_the_reference_and_compares_within_kind():
-    lp = np.array([-1.0, -1.2, -2.0, -2.4])
-    kinds = [True, True, False, False]
-    reps = [0.0, 0.1, 0.0, 0.0]
-    assert offline_coherence(lp, reps, kinds, lp, reps, kinds) == pytest.approx(1.0)
-    # prose answers as fluent as the reference prose score 1 even though code is more predictable
-    prose = np.array([-2.0, -2.4])
-    assert offline_coherence(prose, [0.0, 0.0], [False, False], lp, reps, kinds) == pytest.approx(1.0)
-    # half a nat worse per token and twice the repetition of the reference
-    worse = offline_coherence(lp - 0.5, [0.2, 0.2, 0.2, 0.2], kinds, lp, reps, kinds)
-    assert worse == pytest.approx(math.exp(-0.5) * 0.8 / np.mean([0.95, 0.95, 1.0, 1.0]))
-    assert offline_coherence(np.array([np.nan]), [1.0], [False], lp, reps, kinds) == 0.0
+def test_offline_coherence_by_hand_and_from_sums():
+    surprise = np.array([0.1, 0.3, np.nan, 0.2])
+    reps = [0.0, 0.2, 1.0, 0.1]
+    assert offline_coherence(surprise, reps) == pytest.approx(math.exp(-0.2) * np.mean([1.0, 0.8, 0.0, 0.9]))
+    assert offline_coherence(np.array([np.nan]), [1.0]) == 0.0
+    # a subset's coherence is a function of its rows' summed terms (what the cluster bootstrap resamples)
+    terms = coherence_terms(surprise, reps)
+    rows = [0, 3]
+    assert coherence_from_sums(*(t[rows][None] for t in terms))[0] == pytest.approx(offline_coherence(surprise[rows], [reps[i] for i in rows]))
+
+
+def _rows(surprise: np.ndarray) -> RowStats:
+    return RowStats(surprise, np.zeros(surprise.size), np.zeros(surprise.size, bool))
+
+
+def _outcome(*arms: np.ndarray) -> SweepOutcome:
+    n = arms[0].size
+    return SweepOutcome([np.zeros(n)] * len(arms), [_rows(a) for a in arms], [np.zeros(n)] * len(arms), [[""] * n] * len(arms),
+                        [[[]] * n] * len(arms))
+
+
+def test_shift_interval_by_construction():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 0.2, 60)
+    clusters = [f"q{i // 2}" for i in range(60)]
+    assert coherence_shift_ci(_rows(base), _rows(base), clusters, 0.95, 200, 0) == (0.0, 0.0)
+    noisy = base + 0.5 + rng.normal(0.0, 0.1, 60)
+    lo, hi = coherence_shift_ci(_rows(noisy), _rows(base), clusters, 0.95, 500, 0)
+    point = math.exp(-noisy.mean()) - math.exp(-base.mean())
+    assert lo < point < hi < 0
+    # by hand: the cluster-paired percentile interval is close to BCa here
+    sums = [np.add.reduceat(x, np.arange(0, 60, 2)) for x in (noisy, base)]
+    draws = np.random.default_rng(1).integers(0, 30, (4000, 30))
+    by_hand = np.exp(-sums[0][draws].sum(1) / 60) - np.exp(-sums[1][draws].sum(1) / 60)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])), abs=0.01)
+
+
+def test_non_inferiority_rule_is_calibrated_on_planted_shifts():
+    """A steering whose coherence loss equals the tolerance is admitted at most 5% of the time (the rule's level);
+    one with no loss is admitted in most runs; a garbage one never. 60 selection questions, per-answer spread as on
+    the organisms (sd 0.2 of the excess surprise), arms sharing half their noise (common random numbers)."""
+    rule = CoherenceRule(tolerance=0.10, level=0.95, n_resamples=400, seed=0)
+    rng = np.random.default_rng(3)
+    clusters = [f"q{i}" for i in range(60)]
+    rows = np.arange(60)
+
+    def admitted(shift_nats: float) -> bool:
+        shared = rng.normal(0.0, 0.14, 60)
+        unsteered, steered = shared + rng.normal(0.0, 0.14, 60), shared + rng.normal(0.0, 0.14, 60) + shift_nats
+        out = _outcome(unsteered, steered)
+        return rule.admissible(out, 1, out, 0, rows, clusters)
+
+    at_margin = -math.log(1 - 0.10)  # exp(-x) = 0.90: coherence 0.10 below the unsteered 1.0
+    assert np.mean([admitted(at_margin) for _ in range(300)]) <= 0.05
+    assert np.mean([admitted(0.0) for _ in range(100)]) >= 0.8
+    assert not any(admitted(2.0) for _ in range(20))
