@@ -54,14 +54,14 @@ def _writes(delta: dict[str, Any]) -> str:
 def steering_table(steer: dict[str, dict[str, Any]]) -> list[str]:
     """On the report split: spillover before/after at the (layer, α) chosen on the selection split, the reduction
     with its interval, coherence, Holm-adjusted p-values per control family, tiered verdicts and write norms."""
-    rows = ["| model | layer | α | spillover before → after | reduction (points) [95% CI] | coherence | "
+    rows = ["| model | layer | α | spillover before → after | reduction (points) [95% CI] | coherence before → after | "
             "Holm p per control family | tiers | verdict | write norm (median of controls) | max control cosine |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in steer.items():
         b = m["best"]
         cos = max(abs(c) for fam in m["controls"].values() for c in fam.get("cosine_to_real", [0.0]))
         rows.append(f"| {name} | {b['layer']} | {b['alpha']:g} | {_pct(m['unsteered_spillover'])} → {_pct(b['spillover'])} | "
-                    f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {b['coherence']:.2f} | {_p(m['p_holm'])} | "
+                    f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {m['coherence']['0']:.2f} → {b['coherence']:.2f} | {_p(m['p_holm'])} | "
                     f"{_tiers(m['verdicts'])} | {m['verdict']} | {_writes(m['delta_norm'])} | {cos:.2f} |")
     n = next(iter(steer.values()))["selection"] if steer else None
     if n:

@@ -423,7 +423,7 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     plot_steering(out / "steering.png", alphas, spill, coherence, (layer, b), float(unsteered.mean()),
                   {n: [float(controls.spill[k].mean()) for k, f in enumerate(names) if f == n] for n in families},
                   f"{cfg.model.family}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
-                  "judge coherent / 100" if judge else "offline coherence (unsteered = 1)")
+                  "judge coherent / 100" if judge else f"offline coherence ({s.coherence_scorer} scorer; its own answers = 1)")
     write_generations(out / "generations.jsonl", layer, alphas, evals, sweep, split)
     log.info("layer %d: spillover %.3f -> %.3f at α=%g on the report split (%.1f points, CI %.1f..%.1f): %s, p %s",
              layer, float(unsteered.mean()), float(steered.mean()), alphas[b], reduction, ci[0], ci[1], verdicts.verdict,

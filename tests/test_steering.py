@@ -1,5 +1,6 @@
 """Steered generation moves the residual by exactly what was asked, checked with raw PyTorch hooks in the same pass."""
 
+import numpy as np
 import pytest
 import torch
 from test_models import build_micro
@@ -8,6 +9,7 @@ from transformers import AutoModelForCausalLM
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
 from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.judges.coherence import answer_surprise
 from emis.steer import generation_projections
 from emis.steering import Steering, generate_steered, scaled_direction
 
@@ -207,6 +209,23 @@ def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micr
     assert len(remote_requests) == 2
     assert remote.tokens == local.tokens
     assert local.tokens[0] != local.tokens[1]  # the steering changed the answers, so equality is not vacuous
+
+
+def test_remote_local_calibration_and_coherence_scores_equal_local(micro, remote_requests):
+    """The control calibration (`generation_projections`) and the coherence scores (`answer_surprise`) run through
+    nnsight sessions remotely; remote="local" gives the local numbers."""
+    here = load_model(ModelSpec(str(micro["llama"])))
+    there = load_model(ModelSpec(str(micro["llama"]), remote="local"))
+    prompts = [chat_prompt(here.tokenizer, q) for q in QUESTIONS]
+    tokens = generate_steered(here, prompts, [Steering({0: torch.zeros(here.d_model)}, 0.0)], GREEDY, progress=False).tokens[0]
+    units = torch.nn.functional.normalize(torch.randn(2, here.d_model, generator=torch.Generator().manual_seed(6)), dim=-1)
+    local = (generation_projections(here, prompts, tokens, 1, units, 6), answer_surprise(here, prompts, tokens))
+    assert remote_requests == []
+    remote = (generation_projections(there, prompts, tokens, 1, units, 6), answer_surprise(there, prompts, tokens))
+    assert len(remote_requests) == 2
+    for a, b in zip(local, remote):
+        np.testing.assert_allclose(b, a, rtol=1e-5)
+    assert local[0].min() > 0 and np.isfinite(local[1]).all()
 
 
 def test_scaled_direction_units():
