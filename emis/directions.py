@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ class DirectionSet:
     vectors: torch.Tensor
     layers: list[int]
     provenance: dict[str, Any]
+    # the (misaligned, aligned) activations it was computed from, when made here; not saved
+    sources: tuple[ActivationSet, ActivationSet] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.vectors.dim() != 2 or self.vectors.shape[0] != len(self.layers):
@@ -78,7 +80,7 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> Directio
         "aligned_model": aligned.model,
         "emis_version": __version__,
     }
-    return DirectionSet(vectors.float(), list(misaligned.layers), provenance)
+    return DirectionSet(vectors.float(), list(misaligned.layers), provenance, (misaligned, aligned))
 
 
 @dataclass(frozen=True)

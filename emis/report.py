@@ -92,10 +92,23 @@ def ranking_lines(transfer: dict[str, Any]) -> list[str]:
         "",
         "Native within-model reduction at the transfer layer (report split): "
         + ", ".join(f"{n} {v['reduction_points']:.1f} (layer {v['layer']}, α {v['alpha']:g})" for n, v in transfer["native"].items()),
-        "",
-        "The transfer stage steers every receiver at `transfer.layer` with `transfer.alphas` on its own questions, so its "
-        "native reduction differs from the steering stage's, which chooses the layer and α over a sweep.",
     ]
+
+
+def native_vs_steering_lines(steer: dict[str, dict[str, Any]], transfer: dict[str, Any]) -> list[str]:
+    """Per model whose transfer-stage native reduction differs from the steering stage's: the layer, α and questions
+    of each, which is why (the transfer stage steers at `transfer.layer` over `transfer.alphas` on its own questions)."""
+    lines = []
+    for name, native in transfer["native"].items():
+        m = steer.get(name)
+        if m is None or abs(m["reduction_points"] - native["reduction_points"]) < 0.05:
+            continue
+        lines.append(f"- {name}: steering stage {m['reduction_points']:.1f} points at layer {m['best']['layer']}, "
+                     f"α {m['best']['alpha']:g} (chosen over layers {m['layers']} × α {m['alphas']}) on "
+                     f"{m['selection']['n_report']} report questions; transfer stage {native['reduction_points']:.1f} at "
+                     f"layer {native['layer']}, α {native['alpha']:g} on {native['selection']['n_report']} report questions.")
+    return (["Where the two stages' native reductions differ, they steered at another layer or α, or on other questions:", "",
+             *lines] if lines else [])
 
 
 def comparison_lines(probe: dict, steer: dict, transfer: dict) -> list[str]:
@@ -130,6 +143,7 @@ def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, str]) -
              "## Separation (difference-in-means direction, held-out split)", "", *separation_table(probe), "",
              "## Within-model steering against matched controls", "", *steering_table(steer), "",
              "## Transfer matrix", "", *transfer_table(transfer), "", *ranking_lines(transfer), "",
+             *native_vs_steering_lines(steer, transfer), "",
              "## Against the study", "", *comparison_lines(probe, steer, transfer), "", "## Figures", ""]
     lines += [f"![{caption}]({png})" for caption, png in figures.items()]
     with atomic_file(path) as f:

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from emis.capture import ActivationSet
 from emis.directions import ControlConfig, ControlFamilySet, control_directions, diff_in_means
 from emis.io import atomic_file, atomic_write_json
 from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
@@ -224,9 +225,9 @@ def coherence_rule(s: DictConfig) -> CoherenceRule:
     return CoherenceRule(float(s.coherence_tolerance), float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
 
 
-def plot_steering(path: Path, alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]],
+def plot_steering(alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]],
                   chosen: tuple[int, int], unsteered: float, control_spill: dict[str, list[float]], title: str,
-                  coherence_label: str) -> None:
+                  coherence_label: str) -> Figure:
     """Spillover (left) and coherence (right) against α for every swept layer, on the report split; each control
     family's spillover (5-95%) at the chosen α shaded on the left."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -244,19 +245,17 @@ def plot_steering(path: Path, alphas: list[float], spill: dict[int, list[float]]
     cx.set(xlabel="steering coefficient α", ylabel=coherence_label, title="coherence (report split)")
     ax.legend(fontsize=6.5, loc="upper right")
     cx.legend(fontsize=7)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """A figure as a PNG, written atomically."""
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
 
 
 def _key(alpha: float) -> str:
     return f"{alpha:g}"
-
-
-def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """Coefficient sweep of the EM direction at each configured layer, then controls at the best (layer, α)."""
-    judge = judge_from_config(cfg.judge)
-    with judge or nullcontext():
-        return _steer(cfg, out, judge)
 
 
 @dataclass(frozen=True)
@@ -362,26 +361,84 @@ def steering_tiers(families: dict[str, Any]) -> dict[str, list[str]]:
             "layer": [f for f in ("wrong_layer_raw",) if f in families]}
 
 
-def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]:
-    s = cfg.steer
-    acts, paths = role_activations(cfg, cfg.model)
-    model = load_model(model_spec(cfg.model, "misaligned"))
-    layers = resolve_layers(OmegaConf.to_object(s.layer) if OmegaConf.is_config(s.layer) else s.layer, model.n_layers)
+@dataclass(frozen=True)
+class SteerSettings:
+    """What shapes one steering experiment, from the `steer` config group (its YAML holds every default)."""
+
+    alphas: list[float]  # the swept coefficients, 0 included
+    mode: str
+    where: str
+    scale: str
+    selection_share: float
+    selection_seed: int
+    ci_level: float
+    n_bootstrap: int
+    coherence: CoherenceRule
+    coherence_scorer: str
+    controls: ControlConfig
+    match: WriteMatch
+
+    @classmethod
+    def from_config(cls, s: DictConfig) -> "SteerSettings":
+        return cls(sorted({0.0, *(float(a) for a in s.alphas)}), str(s.mode), str(s.where), str(s.scale),
+                   float(s.selection.share), int(s.selection.seed), float(s.ci_level), int(s.n_bootstrap), coherence_rule(s),
+                   str(s.coherence_scorer), ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)),
+                   WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+
+
+@dataclass
+class SteerResult:
+    """One steering experiment: its `metrics.json` fields (`to_dict`), the chosen layer's sweep and what its figure
+    shows (`plot`)."""
+
+    metrics: dict[str, Any]
+    evals: EvalSet
+    split: QuestionSplit
+    sweep: SweepOutcome
+    figure: dict[str, Any]
+
+    @property
+    def reduction_points(self) -> float:
+        return self.metrics["reduction_points"]
+
+    @property
+    def ci95(self) -> list[float]:
+        return self.metrics["ci95"]
+
+    @property
+    def p_values(self) -> dict[str, float]:
+        return self.metrics["p_values"]
+
+    @property
+    def verdict(self) -> str:
+        return self.metrics["verdict"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.metrics
+
+    def plot(self) -> Figure:
+        """Spillover and coherence against α for every swept layer, controls shaded (`plot_steering`)."""
+        return plot_steering(**self.figure)
+
+
+def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: dict[str, ActivationSet], evals: EvalSet,
+                     layers: list[int], settings: SteerSettings, sampling: SamplingConfig, cache_dir: Path | None = None,
+                     judge: LLMJudge | None = None) -> SteerResult:
+    """Sweep the EM direction (from the captures `acts` of the misaligned, aligned and optionally base model) over
+    `layers` x α, choose (layer, α) on the selection split, and measure the reduction, its interval and
+    write-matched control families on the report split (STATS.md)."""
+    s = settings
     em = diff_in_means(acts["misaligned"], acts["aligned"])
     residual_norms = acts["misaligned"].activations.norm(dim=-1).mean(0)
     vectors = {layer: scaled_direction(em.layer(layer), s.scale, float(residual_norms[em.layers.index(layer)])) for layer in layers}
-    alphas = sorted({0.0, *(float(a) for a in s.alphas)})
+    alphas = s.alphas
     zero = alphas.index(0.0)
-    sampling = evaluation_sampling(cfg)
-    evals = evaluation_set(cfg, model.tokenizer, int(s.n_prompts))
-    split = split_questions(evals.ids, float(s.selection.share), int(s.selection.seed))
+    split = split_questions(evals.ids, s.selection_share, s.selection_seed)
     select_rows, report_rows = evals.rows_of(split.select), evals.rows_of(split.report)
-    cache = generation_cache(cfg)
-    scorer = load_scorer(cfg.model, s.coherence_scorer, model)
-    rule = coherence_rule(s)
+    rule = s.coherence
 
     sweeps = {layer: run_sweep(model, scorer, evals, [Steering({layer: vectors[layer]}, a, mode=s.mode, where=s.where) for a in alphas],
-                               sampling, cache, judge) for layer in layers}
+                               sampling, cache_dir, judge) for layer in layers}
 
     def curves(units: np.ndarray, rows: np.ndarray) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
         return ({l: [float(x[units].mean()) for x in sw.spill] for l, sw in sweeps.items()},
@@ -397,18 +454,17 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     unsteered, steered = sweep.spill[zero][split.report], sweep.spill[b][split.report]
     clusters = [evals.ids[u] for u in split.report]
     reduction = effect_points(unsteered, steered)
-    ci = reduction_ci(unsteered, steered, clusters, float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
+    ci = reduction_ci(unsteered, steered, clusters, s.ci_level, s.n_bootstrap, s.controls.seed)
     report_row_clusters = [evals.ids[int(evals.units[r])] for r in report_rows]
     shift_ci = coherence_shift_ci(sweep.rows[b].take(report_rows), sweep.rows[zero].take(report_rows), report_row_clusters,
                                   rule.level, rule.n_resamples, rule.seed)
 
     row = em.layers.index(layer)
-    families = control_directions(acts["misaligned"], acts["aligned"], acts.get("base"), layer,
-                                  ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)))
+    families = control_directions(acts["misaligned"], acts["aligned"], acts.get("base"), layer, s.controls)
     real_write = float(sweep.write_norms[b][report_rows].mean())
     names, controls = matched_controls(model, scorer, evals.subset(split.report), families, vectors[layer], layer, alphas[b],
                                        s.mode, s.where, real_write, sweep.pick([zero]).subset(split.report, report_rows),
-                                       sampling, cache, WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+                                       sampling, cache_dir, s.match)
     unsteered_offline = sweep.rows[zero].take(report_rows).offline_coherence()
     measured = measure_controls(names, controls, unsteered)
     for name, fam in families.items():
@@ -420,16 +476,15 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
     verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
     tolerance = rule.tolerance
     real_offline = sweep.rows[b].take(report_rows).offline_coherence()
-    plot_steering(out / "steering.png", alphas, spill, coherence, (layer, b), float(unsteered.mean()),
-                  {n: [float(controls.spill[k].mean()) for k, f in enumerate(names) if f == n] for n in families},
-                  f"{cfg.model.family}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
-                  "judge coherent / 100" if judge else f"offline coherence ({s.coherence_scorer} scorer; its own answers = 1)")
-    write_generations(out / "generations.jsonl", layer, alphas, evals, sweep, split)
+    figure = dict(alphas=alphas, spill=spill, coherence=coherence, chosen=(layer, b), unsteered=float(unsteered.mean()),
+                  control_spill={n: [float(controls.spill[k].mean()) for k, f in enumerate(names) if f == n] for n in families},
+                  title=f"{name}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
+                  coherence_label="judge coherent / 100" if judge else f"offline coherence ({s.coherence_scorer} scorer; its own answers = 1)")
     log.info("layer %d: spillover %.3f -> %.3f at α=%g on the report split (%.1f points, CI %.1f..%.1f): %s, p %s",
              layer, float(unsteered.mean()), float(steered.mean()), alphas[b], reduction, ci[0], ci[1], verdicts.verdict,
              {k: round(v, 3) for k, v in verdicts.p_holm.items()})
     metrics = {
-        "model": cfg.model.family,
+        "model": name,
         "layers": layers,
         "mode": s.mode, "where": s.where, "scale": s.scale,
         "alphas": alphas,
@@ -460,14 +515,33 @@ def _steer(cfg: DictConfig, out: Path, judge: LLMJudge | None) -> dict[str, Any]
         "direction": {"norm": float(em.layer(layer).norm()), "residual_norm": float(residual_norms[row]),
                       "steering_vector_norm": float(vectors[layer].norm())},
         "n_prompts": len(evals.questions), "n_generations": len(evals.prompts),
-        "questions": str(cfg.eval.questions) if cfg.eval.questions is not None else s.prompts,
-        "activations": paths,
     }
     if sweep.judged is not None:
-        metrics["judge"] = {"model": cfg.judge.model, **{name: {_key(a): mean_score([rows[i] for i in report_rows], name)
-                                                                for a, rows in zip(alphas, sweep.judged)}
-                                                         for name in ("aligned", "coherent")}}
-    return metrics
+        metrics["judge"] = {"model": judge.cfg.model, **{name: {_key(a): mean_score([rows[i] for i in report_rows], name)
+                                                            for a, rows in zip(alphas, sweep.judged)}
+                                                     for name in ("aligned", "coherent")}}
+    return SteerResult(metrics, evals, split, sweep, figure)
+
+
+def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """The steering stage: the configured pair's captures, sweep, controls and verdict; steering.png,
+    generations.jsonl and the metrics."""
+    s = cfg.steer
+    judge = judge_from_config(cfg.judge)
+    with judge or nullcontext():
+        acts, paths = role_activations(cfg, cfg.model)
+        model = load_model(model_spec(cfg.model, "misaligned"))
+        layers = resolve_layers(OmegaConf.to_object(s.layer) if OmegaConf.is_config(s.layer) else s.layer, model.n_layers)
+        evals = evaluation_set(cfg, model.tokenizer, int(s.n_prompts))
+        result = steer_experiment(str(cfg.model.family), model, load_scorer(cfg.model, s.coherence_scorer, model), acts, evals, layers,
+                                  SteerSettings.from_config(s), evaluation_sampling(cfg), generation_cache(cfg), judge)
+    save_figure(result.plot(), out / "steering.png")
+    write_generations(out / "generations.jsonl", result.metrics["best"]["layer"], result.metrics["alphas"], evals,
+                      result.sweep, result.split)
+    metrics = dict(result.metrics)
+    judged = metrics.pop("judge", None)
+    metrics |= {"questions": str(cfg.eval.questions) if cfg.eval.questions is not None else s.prompts, "activations": paths}
+    return metrics | ({"judge": judged} if judged is not None else {})
 
 
 def write_generations(path: Path, layer: int, alphas: list[float], evals: EvalSet, sweep: SweepOutcome,

@@ -1,0 +1,125 @@
+"""The Python API: the study's steps as functions over small dataclasses, for notebooks and scripts.
+
+Settings come from the same YAML groups as the Hydra entry points (`conf/`), composed without Hydra's runtime;
+`configure` adds overrides (e.g. `organisms.seed=1`, `paths.organisms=/scratch/orgs`) for every later call, and
+keyword arguments override one call. Nothing is written to disk unless a cache directory is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from emis.capture import ActivationSet, capture_residuals
+from emis.directions import DirectionSet
+from emis.evaluation import EvalSet
+from emis.models import LoadedModel, load_model
+from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.probe import model_spec, organism_questions
+from emis.separation import SeparationConfig, SeparationResult, separation as _separation
+from emis.steer import SteerResult, SteerSettings, resolve_layers, steer_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+_overrides: list[str] = []
+
+
+def configure(*overrides: str) -> None:
+    """Hydra overrides applied to every later API call (replacing earlier ones), e.g. `configure("organisms.seed=1")`."""
+    _overrides[:] = list(overrides)
+
+
+def config(*overrides: str) -> DictConfig:
+    """The composed emis config (`conf/config.yaml` with the steering experiment), with `configure`'s and these overrides."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=steer", f"paths.root={ROOT}", *_overrides, *overrides])
+    return cfg
+
+
+@dataclass
+class ModelPair:
+    """A misaligned model, its aligned twin and optionally their base, loaded (`load_pair`, or built from models)."""
+
+    misaligned: LoadedModel
+    aligned: LoadedModel
+    base: LoadedModel | None = None
+    name: str = "pair"
+
+    def roles(self) -> dict[str, LoadedModel]:
+        return {k: m for k, m in (("misaligned", self.misaligned), ("aligned", self.aligned), ("base", self.base)) if m is not None}
+
+
+def load_pair(model: str, *overrides: str) -> ModelPair:
+    """The pair of a `conf/model` entry (e.g. "organism-llama", "qwen2.5-1.5b"), its base included when configured."""
+    cfg = config(f"model={model}", *overrides).model
+    base = model_spec(cfg, "base") if cfg.get("base") is not None else None
+    return ModelPair(load_model(model_spec(cfg, "misaligned")), load_model(model_spec(cfg, "aligned")),
+                     None if base is None else load_model(base), str(cfg.family))
+
+
+def questions(source: str = "organism_heldout", n: int = 40, seed: int = 0) -> list[str]:
+    """n organism questions: `organism_heldout` (evaluation) or `organism_probe` (fresh, for directions)."""
+    return organism_questions(config(), source, n, seed)
+
+
+@dataclass
+class PairActivations:
+    """Captures of each model of a pair on the same questions (row i: question i)."""
+
+    misaligned: ActivationSet
+    aligned: ActivationSet
+    base: ActivationSet | None = None
+
+    def as_dict(self) -> dict[str, ActivationSet]:
+        return {k: a for k, a in (("misaligned", self.misaligned), ("aligned", self.aligned), ("base", self.base)) if a is not None}
+
+
+def capture(pair: ModelPair, questions: Sequence[str], layers: str | Sequence[int] = "all", position: str = "last_prompt",
+            batch_size: int = 16) -> PairActivations:
+    """Residuals of every model of the pair after `layers`, at the last token of each chat-templated question."""
+    acts = {role: capture_residuals(m, [chat_prompt(m.tokenizer, q) for q in questions], layers, position,  # type: ignore[arg-type]
+                                    batch_size=batch_size, progress=False) for role, m in pair.roles().items()}
+    return PairActivations(**acts)
+
+
+def separation(misaligned: ActivationSet, aligned: ActivationSet, **settings: Any) -> SeparationResult:
+    """Per-layer held-out accuracy, AUROC and probe accuracy with intervals (`separation` config group defaults)."""
+    values = OmegaConf.to_container(config().separation, resolve=True) | settings
+    return _separation(misaligned, aligned, SeparationConfig(**values))
+
+
+def steer(pair: ModelPair, directions: DirectionSet, layer: int | str | Sequence[int], alphas: Sequence[float],
+          questions: Sequence[str], activations: PairActivations | None = None, cache_dir: str | Path | None = None,
+          **settings: Any) -> SteerResult:
+    """Steer the misaligned model with the EM direction against write-matched controls; `steer` group defaults,
+    overridden by `settings` (e.g. `mode="subtract"`, `sampling={"max_new_tokens": 16}`). Controls are built
+    from the activations the directions came from: pass them as `activations`, or they are recaptured on the
+    directions' prompts."""
+    overrides = [f"steer.alphas=[{','.join(str(float(a)) for a in alphas)}]"]
+    cfg = config(*overrides)
+    s = OmegaConf.merge(cfg.steer, settings)
+    acts = activations or _sources(pair, directions)
+    layers = resolve_layers(layer if isinstance(layer, (int, str)) else list(layer), pair.misaligned.n_layers)
+    model = pair.misaligned
+    scorer = {"misaligned": model, "aligned": pair.aligned, "base": pair.base}[str(s.coherence_scorer)]
+    if scorer is None:
+        raise ValueError("coherence_scorer='base' needs a pair with a base model")
+    prompts = [chat_prompt(model.tokenizer, q) for q in questions]
+    evals = EvalSet(prompts, np.arange(len(prompts)), list(questions), [str(i) for i in range(len(prompts))], [{} for _ in prompts])
+    sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
+    return steer_experiment(pair.name, model, scorer, acts.as_dict(), evals, layers, SteerSettings.from_config(s), sampling,
+                            None if cache_dir is None else Path(cache_dir))
+
+
+def _sources(pair: ModelPair, directions: DirectionSet) -> PairActivations:
+    """The activations `directions` came from (kept by `diff_in_means`), and the base model's on the same prompts."""
+    if directions.sources is None:
+        raise ValueError("emis.steer needs the activations the directions came from (for the control families): "
+                         "make them with emis.diff_in_means, or pass activations=emis.capture(pair, questions)")
+    mis, al = directions.sources
+    base = None if pair.base is None else capture_residuals(pair.base, mis.prompts, mis.layers, mis.position, progress=False)  # type: ignore[arg-type]
+    return PairActivations(mis, al, base)
