@@ -1,6 +1,7 @@
 """Captured residuals equal raw forward hooks on plain transformers, padded or not, locally or NDIF-serialised."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -165,12 +166,11 @@ def test_cache_reuses_and_invalidates(micro, tmp_path, monkeypatch):
     first, first_path = capture_cached(model, prompts, "all", "last_prompt", tmp_path, progress=False)
     assert list(tmp_path.glob("*.safetensors")) == [first_path.with_name(first_path.name + ".safetensors")]
 
-    import emis.capture
-
     def refuse(*a, **k):
         raise AssertionError("captured again instead of loading the cache")
 
-    monkeypatch.setattr(emis.capture, "capture_residuals", refuse)
+    # the module by its path: `emis.capture` is the API function of that name
+    monkeypatch.setattr(sys.modules["emis.capture"], "capture_residuals", refuse)
     again, again_path = capture_cached(model, prompts, [0, 1], "last_prompt", tmp_path, progress=False)
     assert again_path == first_path and torch.equal(again.activations, first.activations)
     monkeypatch.undo()
