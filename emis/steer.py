@@ -467,11 +467,11 @@ def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: d
                                        sampling, cache_dir, s.match)
     unsteered_offline = sweep.rows[zero].take(report_rows).offline_coherence()
     measured = measure_controls(names, controls, unsteered)
-    for name, fam in families.items():
+    for family, fam in families.items():
         final = fam.units.double() @ em.units[row].double()
-        measured[name].cosine_to_real = [float(x) for x in final]
+        measured[family].cosine_to_real = [float(x) for x in final]
         if not torch.allclose(final, fam.raw_cosine.double(), atol=1e-6):
-            measured[name].raw_cosine_to_real = [float(x) for x in fam.raw_cosine]
+            measured[family].raw_cosine_to_real = [float(x) for x in fam.raw_cosine]
     tiers = steering_tiers(families)
     verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
     tolerance = rule.tolerance

@@ -31,7 +31,7 @@ def test_the_readme_snippet_runs_verbatim(micro_api):
     assert acts.base is not None and acts.misaligned.activations.shape[:2] == (200, pair.misaligned.n_layers)
     assert sep.layers == list(range(pair.misaligned.n_layers)) and all(0.0 <= a <= 1.0 for a in sep.accuracy)
     metrics = result.to_dict()
-    assert metrics["layers"] == [1] and metrics["alphas"] == [0.0, 1.0] and metrics["n_prompts"] == 40
+    assert metrics["model"] == "llama" and metrics["layers"] == [1] and metrics["alphas"] == [0.0, 1.0] and metrics["n_prompts"] == 40
     assert result.reduction_points == pytest.approx(100 * (metrics["unsteered_spillover"] - metrics["best"]["spillover"]))
     assert result.ci95[0] <= result.reduction_points <= result.ci95[1]
     assert set(result.p_values) == {"random", "shuffled_label", "wrong_layer", "wrong_layer_raw", "secure_vs_base"}

@@ -40,7 +40,7 @@ def test_metrics_do_not_depend_on_the_batch_size(steer_run, micro_organisms, tmp
 def test_metrics_fields_and_numbers_from_the_generations(steer_run):
     """Every reported number is recomputed from the report split's generations; the choice from the selection split's."""
     metrics, out = steer_run
-    assert metrics["alphas"] == [0.0, 1.0, 4.0] and metrics["layers"] == [0, 1]
+    assert metrics["model"] == "qwen2" and metrics["alphas"] == [0.0, 1.0, 4.0] and metrics["layers"] == [0, 1]
     sel = metrics["selection"]
     assert sel["n_select"] + sel["n_report"] == 12 and sel["n_select"] == 6
     best = metrics["best"]
