@@ -21,7 +21,7 @@ from emis.models import LoadedModel, load_model
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.probe import model_spec, organism_questions
 from emis.separation import SeparationConfig, SeparationResult, separation as _separation
-from emis.steer import SteerResult, SteerSettings, resolve_layers, steer_experiment
+from emis.steer import SCORERS, SteerResult, SteerSettings, checked_scorer, resolve_layers, steer_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -97,17 +97,16 @@ def steer(pair: ModelPair, directions: DirectionSet, layer: int | str | Sequence
           **settings: Any) -> SteerResult:
     """Steer the misaligned model with the EM direction against write-matched controls; `steer` group defaults,
     overridden by `settings` (e.g. `mode="subtract"`, `sampling={"max_new_tokens": 16}`). Controls are built
-    from the activations the directions came from: pass them as `activations`, or they are recaptured on the
-    directions' prompts."""
-    overrides = [f"steer.alphas=[{','.join(str(float(a)) for a in alphas)}]"]
-    cfg = config(*overrides)
-    s = OmegaConf.merge(cfg.steer, settings)
+    from the activations the directions came from: `activations`, or those `diff_in_means` kept (the base
+    model is then captured on their prompts)."""
+    s = OmegaConf.merge(config().steer, {"alphas": [float(a) for a in alphas]}, settings)
     acts = activations or _sources(pair, directions)
     layers = resolve_layers(layer if isinstance(layer, (int, str)) else list(layer), pair.misaligned.n_layers)
     model = pair.misaligned
-    scorer = {"misaligned": model, "aligned": pair.aligned, "base": pair.base}[str(s.coherence_scorer)]
-    if scorer is None:
-        raise ValueError("coherence_scorer='base' needs a pair with a base model")
+    role = str(s.coherence_scorer)
+    if role not in SCORERS:
+        raise ValueError(f"coherence_scorer must be one of {SCORERS}, got {role!r}")
+    scorer = checked_scorer(role, pair.roles().get(role), model)
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     evals = EvalSet(prompts, np.arange(len(prompts)), list(questions), [str(i) for i in range(len(prompts))], [{} for _ in prompts])
     sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))

@@ -108,6 +108,18 @@ def encode_texts(model: LoadedModel, prompts: list[str], responses: list[str] | 
     return inputs, mask
 
 
+def left_padded(tok: Any, seqs: Sequence[Sequence[int]], tails: Sequence[int]) -> tuple[dict, torch.Tensor]:
+    """Left-padded ids and attention mask of token-id rows, and a [B, T] bool mask of each row's last tails[i] positions."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    width = max(len(x) for x in seqs)
+    tail = torch.zeros(len(seqs), width, dtype=torch.bool)
+    for row, n in enumerate(tails):
+        tail[row, width - n :] = True
+    inputs = {"input_ids": torch.tensor([[pad] * (width - len(x)) + list(x) for x in seqs]),
+              "attention_mask": torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs])}
+    return inputs, tail
+
+
 def _readout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """[B, d] from a [B, T, d] residual: the last position, or the mean over the masked positions."""
     if mask is None:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from emis.capture import ActivationSet
+from emis.capture import ActivationSet, left_padded
 from emis.directions import ControlConfig, ControlFamilySet, control_directions, diff_in_means
 from emis.io import atomic_file, atomic_write_json
 from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
@@ -211,10 +211,14 @@ def load_scorer(model_cfg: DictConfig, role: str, model: LoadedModel) -> LoadedM
     tokenizer, since it scores the generated token ids themselves."""
     if role not in SCORERS:
         raise ValueError(f"steer.coherence_scorer must be one of {SCORERS}, got {role!r}")
-    if role == "misaligned":
-        return model
-    scorer = load_model(model_spec(model_cfg, role))
-    if scorer.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+    return checked_scorer(role, model if role == "misaligned" else load_model(model_spec(model_cfg, role)), model)
+
+
+def checked_scorer(role: str, scorer: LoadedModel | None, model: LoadedModel) -> LoadedModel:
+    """`scorer` (the pair's `role` model) if it exists and shares `model`'s tokenizer, else one clear error."""
+    if scorer is None:
+        raise ValueError(f"steer.coherence_scorer={role}, but the pair has no {role} model")
+    if scorer is not model and scorer.tokenizer.get_vocab() != model.tokenizer.get_vocab():
         raise ValueError(f"steer.coherence_scorer={role}: its tokenizer differs from the misaligned model's, and offline "
                          "coherence scores the generated token ids; use a scorer with the same tokenizer (e.g. misaligned)")
     return scorer
@@ -281,7 +285,6 @@ def generation_projections(model: LoadedModel, prompts: list[str], tokens: list[
     """[rows, C]: per answer, the mean |h·u_c| over the positions that produced its tokens (the last prompt token,
     then each answer token), as `generate_steered` averages its write norms; the calibration of ablate-mode controls."""
     tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     seqs, steps = [], []
     for prompt, ids in zip(prompts, tokens):
         n = max(1, min(len(ids) + 1, max_new_tokens))
@@ -289,14 +292,8 @@ def generation_projections(model: LoadedModel, prompts: list[str], tokens: list[
         steps.append(n)
     batches = []
     for start in range(0, len(seqs), batch_size):
-        group, n_steps = seqs[start : start + batch_size], steps[start : start + batch_size]
-        width = max(len(s) for s in group)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in group])
-        attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in group])
-        steered = torch.zeros(ids.shape)
-        for row, n in enumerate(n_steps):
-            steered[row, width - n :] = 1.0  # left padding: a row's last n positions
-        batches.append(_ProjectionBatch({"input_ids": ids, "attention_mask": attention}, steered, units.float(), layer))
+        inputs, steered = left_padded(tok, seqs[start : start + batch_size], steps[start : start + batch_size])
+        batches.append(_ProjectionBatch(inputs, steered.float(), units.float(), layer))
     return torch.cat(traced_batches(model, batches, _projection_rows, "control calibration", progress=False)).double().numpy()
 
 

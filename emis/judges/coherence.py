@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from emis.capture import left_padded
 from emis.models import LoadedModel, traced_batches
 
 
@@ -44,20 +45,11 @@ def answer_surprise(scorer: LoadedModel, prompts: Sequence[str], tokens: Sequenc
     themselves: re-encoding decoded text can change the tokens and bias the score (measured: 0.93 for the scorer's
     own answers instead of 1). The scorer must share the generating model's tokenizer."""
     tok = scorer.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = np.full(len(tokens), np.nan)
     rows = [i for i, t in enumerate(tokens) if len(t)]
     groups = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    batches = []
-    for idx in groups:
-        seqs = [tok(prompts[i], add_special_tokens=False).input_ids + list(tokens[i]) for i in idx]
-        width = max(len(s) for s in seqs)
-        answer = torch.zeros(len(idx), width, dtype=torch.bool)
-        for row, i in enumerate(idx):
-            answer[row, width - len(tokens[i]) :] = True  # left padding: the answer is each row's last tokens
-        inputs = {"input_ids": torch.tensor([[pad] * (width - len(s)) + s for s in seqs]),
-                  "attention_mask": torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])}
-        batches.append(_ScoreBatch(inputs, answer))
+    batches = [_ScoreBatch(*left_padded(tok, [tok(prompts[i], add_special_tokens=False).input_ids + list(tokens[i]) for i in idx],
+                                        [len(tokens[i]) for i in idx])) for idx in groups]
     for idx, scores in zip(groups, traced_batches(scorer, batches, _excess_surprise, "coherence scoring", progress=False)):
         out[idx] = scores.numpy()
     return out
