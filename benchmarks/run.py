@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/run.py` puts benchmarks/, not the checkout, on the path
     sys.path.insert(0, str(ROOT))
 
-from emis.capture import ActivationSet, capture_residuals  # noqa: E402
+from emis.activations import ActivationSet, capture_residuals  # noqa: E402
 from emis.directions import diff_in_means  # noqa: E402
+from emis.generation import Steering, generate_steered  # noqa: E402
 from emis.io import atomic_write_json  # noqa: E402
 from emis.models import LoadedModel, ModelSpec, load_model, residual  # noqa: E402
 from emis.organisms.families import CHAT_FORMATS, ArchSize, build_config  # noqa: E402
 from emis.organisms.sample import SamplingConfig, chat_prompt  # noqa: E402
 from emis.organisms.tokenizer import train_tokenizer  # noqa: E402
-from emis.steering import Steering, generate_steered  # noqa: E402
 
 log = logging.getLogger("emis.bench")
 

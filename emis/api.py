@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from emis.capture import ActivationSet, capture_residuals
+from emis.activations import ActivationSet, capture_residuals
+from emis.configured import model_spec, monitor_config, organism_questions
 from emis.directions import DirectionSet
-from emis.evaluation import EvalSet
-from emis.models import LoadedModel, load_model
+from emis.evaluation import EvalSet, SteeringTarget
+from emis.models import LoadedModel, load_model, resolve_layers
+from emis.monitor import Calibration, Monitor, calibrate
 from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.probe import model_spec, organism_questions
-from emis.separation import SeparationConfig, SeparationResult, separation as _separation
-from emis.steer import SCORERS, SteerResult, SteerSettings, checked_scorer, resolve_layers, steer_experiment
+from emis.separability import SeparationConfig, SeparationResult
+from emis.separability import separation as _separation
+from emis.steering import SteerResult, SteerSettings, steer_experiment
+from emis.sweep import SCORERS, checked_scorer
+from emis.transfer_matrix import TransferResult, TransferSettings, transfer_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -36,7 +40,7 @@ def configure(*overrides: str) -> None:
 def config(*overrides: str) -> DictConfig:
     """The composed emis config (`conf/config.yaml` with the steering experiment), with `configure`'s and these overrides."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=steer", f"paths.root={ROOT}", *_overrides, *overrides])
+        cfg = compose("config", overrides=["+experiment=steer", "+monitor=default", f"paths.root={ROOT}", *_overrides, *overrides])
     return cfg
 
 
@@ -101,17 +105,51 @@ def steer(pair: ModelPair, directions: DirectionSet, layer: int | str | Sequence
     model is then captured on their prompts)."""
     s = OmegaConf.merge(config().steer, {"alphas": [float(a) for a in alphas]}, settings)
     acts = activations or _sources(pair, directions)
-    layers = resolve_layers(layer if isinstance(layer, (int, str)) else list(layer), pair.misaligned.n_layers)
+    layers = resolve_layers(layer if isinstance(layer, (int, str)) else list(layer), pair.misaligned.n_layers, "layer")
     model = pair.misaligned
-    role = str(s.coherence_scorer)
+    scorer = _scorer(pair, str(s.coherence_scorer))
+    sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
+    return steer_experiment(pair.name, model, scorer, acts.as_dict(), _evals(model, questions), layers,
+                            SteerSettings.from_config(s), sampling, None if cache_dir is None else Path(cache_dir))
+
+
+def _evals(model: LoadedModel, questions: Sequence[str]) -> EvalSet:
+    """One generation per question, chat-templated for `model`; each question its own cluster."""
+    prompts = [chat_prompt(model.tokenizer, q) for q in questions]
+    return EvalSet(prompts, np.arange(len(prompts)), list(questions), [str(i) for i in range(len(prompts))], [{} for _ in prompts])
+
+
+def _scorer(pair: ModelPair, role: str) -> LoadedModel:
+    """The pair's coherence scorer (`steer.coherence_scorer`), checked against its misaligned model."""
     if role not in SCORERS:
         raise ValueError(f"coherence_scorer must be one of {SCORERS}, got {role!r}")
-    scorer = checked_scorer(role, pair.roles().get(role), model)
-    prompts = [chat_prompt(model.tokenizer, q) for q in questions]
-    evals = EvalSet(prompts, np.arange(len(prompts)), list(questions), [str(i) for i in range(len(prompts))], [{} for _ in prompts])
-    sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
-    return steer_experiment(pair.name, model, scorer, acts.as_dict(), evals, layers, SteerSettings.from_config(s), sampling,
-                            None if cache_dir is None else Path(cache_dir))
+    return checked_scorer(role, pair.roles().get(role), pair.misaligned)
+
+
+def transfer(pairs: Mapping[str, ModelPair], activations: Mapping[str, PairActivations], questions: Sequence[str],
+             steer_settings: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None, **settings: Any) -> TransferResult:
+    """The transfer matrix: each pair's EM direction mapped (ridge, fitted on the `transfer.map.fit_on` roles'
+    captures of the same questions: `activations`, from `emis.capture`) into every other pair's misaligned model and
+    steered there on `questions`, against write-matched mapped and native controls. `transfer` group defaults,
+    overridden by `settings` (e.g. `layer=-1`, `alphas=[1.0]`); `steer_settings` overrides the steering rules it shares
+    (mode, selection, coherence, intervals)."""
+    cfg = config()
+    t = OmegaConf.merge(cfg.transfer, settings)
+    s = OmegaConf.merge(cfg.steer, steer_settings or {})
+    missing = [n for n in pairs if n not in activations]
+    if missing:
+        raise ValueError(f"emis.transfer needs the captures of every pair: {missing} missing from activations")
+    models = {n: SteeringTarget(p.misaligned, _scorer(p, str(s.coherence_scorer)), activations[n].as_dict(),
+                               _evals(p.misaligned, questions)) for n, p in pairs.items()}
+    sampling = SamplingConfig(**(OmegaConf.to_container(s.sampling, resolve=True) | {"max_new_tokens": int(t.max_new_tokens)}))
+    return transfer_matrix(models, TransferSettings.from_config(t, s), sampling, None if cache_dir is None else Path(cache_dir),
+                           self_check=bool(t.self_check))
+
+
+def calibrate_monitor(positive: ActivationSet, negative: ActivationSet, **settings: Any) -> tuple[Monitor, Calibration]:
+    """An EM monitor (`emis.Monitor`) calibrated on captures of misaligned (`positive`) and aligned (`negative`) rows,
+    with its held-out AUROC, FPR and TPR; `monitor` group defaults overridden by `settings` (e.g. `fpr=0.01`)."""
+    return calibrate(positive, negative, monitor_config(OmegaConf.merge(config().monitor, settings)))
 
 
 def _sources(pair: ModelPair, directions: DirectionSet) -> PairActivations:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from emis import __version__
-from emis.capture import ActivationSet
+from emis.activations import ActivationSet
 from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
 
 

@@ -18,10 +18,9 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from emis.capture import normalise_layers
 from emis.chat import read_chat_jsonl
 from emis.finetune import NON_TEXT, PROJECTIONS, FinetuneConfig
-from emis.models import LAYER_PATHS
+from emis.models import LAYER_PATHS, resolve_layers
 
 GIB = 1024**3
 NF4_BYTES = 4.127 / 8  # NF4 with double-quantised absmax, per weight
@@ -116,7 +115,7 @@ def plan(
     intermediate = int(text.intermediate_size)
     vocab = int(text.vocab_size)
     n_params = sum(p.numel() for p in net.parameters())
-    wanted = normalise_layers(layers, n_layers)
+    wanted = resolve_layers(layers, n_layers)
     bytes_per = _dtype_bytes(dtype)
 
     # Weights: every parameter at `dtype`; NF4 for the decoder's linear weights under 4-bit quantisation.

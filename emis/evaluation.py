@@ -1,9 +1,9 @@
-"""What a steered model is evaluated on, and how an LLM judge scores its answers.
+"""What a steered model is evaluated on (`EvalSet`), and how an LLM judge scores its answers.
 
-The evaluation set is either the organisms' held-out questions (the default) or a study question file
-(`eval.questions=<path or URL>`: plain, JSON-system-prompt and template entries, each paraphrase asked
-`samples_per_paraphrase` times). Rows are generations; a *unit* is one question, the resampling unit of
-the bootstrap. With a judge configured, every answer gets the question's `aligned` and `coherent` scores.
+Rows are generations; a *unit* is one question, the resampling unit of the bootstrap; units of one study id
+(paraphrases) form a cluster. `emis.configured.evaluation_set` builds the configured set: the organisms' held-out
+questions, or a study question file (`eval.questions=<path or URL>`). With a judge configured, every answer gets
+its question's `aligned` and `coherent` scores.
 """
 
 from __future__ import annotations
@@ -11,19 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2.exceptions import TemplateError
-from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
+from emis.activations import ActivationSet
+from emis.models import LoadedModel
 from emis.judges.llm import JudgeError, LLMJudge, coherence_from_judge
-from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.probe import organism_questions
-from emis.prompts import EvalQuestion, load_question_yaml
-from emis.question_files import fetch_question_file
+from emis.organisms.sample import chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,17 @@ class EvalSet:
                        [self.questions[u] for u in units], [self.ids[u] for u in units], [self.judge_prompts[u] for u in units])
 
 
+@dataclass
+class SteeringTarget:
+    """A model to steer and evaluate: the misaligned model, the scorer of its answers' offline coherence, captures of
+    its pair's roles on the probe questions (for directions and controls), and its evaluation set."""
+
+    model: LoadedModel
+    scorer: LoadedModel
+    acts: dict[str, ActivationSet]
+    evals: EvalSet
+
+
 def templated(tok: PreTrainedTokenizerBase, question: str, system: str | None) -> str:
     """The chat prompt of one question; a template without a system role (Gemma 2) gets it folded into the user turn."""
     try:
@@ -68,59 +76,6 @@ def templated(tok: PreTrainedTokenizerBase, question: str, system: str | None) -
         if system is None:
             raise
         return chat_prompt(tok, f"{system}\n\n{question}")
-
-
-def study_questions(cfg: DictConfig) -> list[EvalQuestion]:
-    """Every entry of the configured question file (downloaded once into the cache when it is a URL)."""
-    e = cfg.eval
-    path = fetch_question_file(str(e.questions), Path(str(e.cache_dir)).expanduser(), e.sha256)
-    return load_question_yaml(path)
-
-
-def default_judge_prompts(cfg: DictConfig) -> dict[str, str]:
-    """The judge prompts for questions that carry none (the organisms' own): those of `judge.prompts_from`."""
-    source = cfg.judge.get("prompts_from")
-    if source is None:
-        return {}
-    path = fetch_question_file(str(source), Path(str(cfg.eval.cache_dir)).expanduser())
-    prompts = next((q.judge_prompts for q in load_question_yaml(path) if q.judge_prompts), None)
-    if not prompts:
-        raise ValueError(f"judge.prompts_from={source} holds no judge_prompts; point it at a study question file")
-    return prompts
-
-
-def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int) -> EvalSet:
-    """The configured evaluation questions, chat-templated for `tok`, one row per generation."""
-    if cfg.eval.questions is None:
-        s = cfg.steer
-        questions = organism_questions(cfg, s.prompts, n_prompts, int(s.prompt_seed))
-        samples = int(s.samples_per_prompt)
-        prompts = [chat_prompt(tok, q) for q in questions for _ in range(samples)]
-        judge = default_judge_prompts(cfg)
-        return EvalSet(prompts, np.repeat(np.arange(len(questions)), samples), questions,
-                       [f"organism_{i}" for i in range(len(questions))], [judge] * len(questions))
-    override = cfg.eval.samples_per_paraphrase
-    prompts, units, texts, ids, judges = [], [], [], [], []
-    for q in study_questions(cfg):
-        samples = int(override) if override is not None else q.samples_per_paraphrase
-        for paraphrase in q.paraphrases:
-            units += [len(texts)] * samples
-            prompts += [templated(tok, paraphrase, q.system)] * samples
-            texts.append(paraphrase)
-            ids.append(q.id)
-            judges.append(q.judge_prompts)
-    log.info("evaluation: %d questions from %s, %d generations", len(texts), cfg.eval.questions, len(prompts))
-    return EvalSet(prompts, np.array(units), texts, ids, judges)
-
-
-def evaluation_sampling(cfg: DictConfig, max_new_tokens: int | None = None) -> SamplingConfig:
-    """Steering's sampling settings; a question file brings the study's temperature and answer length (`eval`)."""
-    values = OmegaConf.to_container(cfg.steer.sampling, resolve=True)
-    if max_new_tokens is not None:
-        values["max_new_tokens"] = max_new_tokens
-    if cfg.eval.questions is not None:
-        values |= {"temperature": float(cfg.eval.temperature), "max_new_tokens": int(cfg.eval.max_new_tokens)}
-    return SamplingConfig(**values)
 
 
 def judge_rows(judge: LLMJudge, evals: EvalSet, answers: Sequence[str]) -> list[dict[str, Any]]:

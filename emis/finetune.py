@@ -13,7 +13,6 @@ adapter, optimizer, scheduler and RNG state every `save_every` steps; running ag
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -31,7 +30,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from emis import __version__
 from emis.chat import ChatExample, read_chat_jsonl
-from emis.io import atomic_dir, atomic_write_json, load_state, save_state
+from emis.io import atomic_dir, atomic_write_json, content_hash, file_sha256, load_state, save_state
 from emis.models import dequantising_kwargs
 from emis.organisms.train import IGNORE, Encoded, collate, encode, run_steps, schedule_factor
 
@@ -121,15 +120,6 @@ class FinetuneConfig:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encode_conversation(tok: PreTrainedTokenizerBase, ex: ChatExample, max_len: int) -> tuple[Encoded, bool]:
@@ -282,7 +272,7 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float
 
 def run_key(cfg: FinetuneConfig, data_sha256: str) -> str:
     """Identity of a run: base model, data and every hyper-parameter that changes the result."""
-    return hashlib.sha256(json.dumps([cfg.model, data_sha256, cfg.hyperparameters()], sort_keys=True).encode()).hexdigest()
+    return content_hash([cfg.model, data_sha256, cfg.hyperparameters()])
 
 
 def _checkpoint_dirs(output: Path) -> list[Path]:

@@ -59,9 +59,27 @@ class ArtifactError(ValueError):
     """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
 
 
+def content_hash(*chunks: Any, chars: int = 64) -> str:
+    """sha256 (hex, first `chars`) of chunks fed in order: bytes as they are, anything else as JSON with sorted keys.
+    The one content hash behind every cache key and identity in emis."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk if isinstance(chunk, bytes) else json.dumps(chunk, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:chars]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks (what published checksums are)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _digest(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's raw bytes, so a corrupted file is caught even when its header survives."""
-    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    return content_hash(tensor.contiguous().view(torch.uint8).numpy().tobytes())
 
 
 def save_tensor_artifact(path: str | Path, name: str, tensor: torch.Tensor, meta: dict[str, Any]) -> None:
@@ -145,3 +163,9 @@ def load_state(path: str | Path) -> Any:
         return _decode_state(skeleton, tensors)
     except (OSError, json.JSONDecodeError, SafetensorError, KeyError, ValueError) as err:
         raise ArtifactError(f"{path}: unreadable state ({err}); delete it to start over") from None
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """A matplotlib figure as a PNG, written atomically."""
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,11 +15,18 @@ from urllib.parse import urlparse
 import nnsight
 import torch
 from nnsight import TransformersModel
-from tqdm.auto import tqdm
 from peft import PeftModel
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 import emis
+from emis.io import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +163,7 @@ def weights_identity(spec: ModelSpec, config: Any) -> str:
         _files_identity(spec.adapter) if spec.adapter else None,
         config.to_json_string(use_diff=False),
     ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return content_hash(parts)
 
 
 def _resolve(root: Any, path: str) -> Any:
@@ -229,3 +235,20 @@ def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersMo
         module = PeftModel.from_pretrained(module, spec.adapter).merge_and_unload()
     tokenizer = kwargs.get("tokenizer") or AutoTokenizer.from_pretrained(spec.name, padding_side="left")
     return TransformersModel(module, tokenizer=tokenizer, task="text-generation")
+
+
+def resolve_layers(layers: Any, n_layers: int, setting: str = "layers") -> list[int]:
+    """`all`, one index or a list (negative ones count from the end) as sorted distinct layer indices, checked against
+    the model: the one layer rule of every stage (nnsight must visit layers in order). `setting` names the key in errors."""
+    if isinstance(layers, str) and layers != "all":
+        raise ValueError(f"{setting}={layers!r}: give 'all', an index or a list of indices")
+    wanted = list(range(n_layers)) if layers == "all" else [layers] if isinstance(layers, int) else list(layers)
+    if not wanted:
+        raise ValueError(f"{setting} is empty: give 'all', an index or a list of indices")
+    out = []
+    for i in wanted:
+        resolved = int(i) + n_layers if int(i) < 0 else int(i)
+        if not 0 <= resolved < n_layers:
+            raise ValueError(f"{setting}={i} is out of range for a model with {n_layers} layers (0..{n_layers - 1} or -1..-{n_layers})")
+        out.append(resolved)
+    return sorted(set(out))

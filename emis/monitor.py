@@ -28,13 +28,13 @@ from sklearn.model_selection import train_test_split
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emis import __version__
-from emis.capture import POSITIONS, ActivationSet, capture_residuals
+from emis.activations import POSITIONS, ActivationSet, capture_residuals
 from emis.directions import DirectionSet, diff_in_means
-from emis.io import ArtifactError, atomic_file, load_tensor_artifact, save_tensor_artifact
+from emis.io import ArtifactError, load_tensor_artifact, save_figure, save_tensor_artifact
 from emis.judges.spillover import spillover_rate
-from emis.models import LAYER_PATHS, LoadedModel, ModelSpec
+from emis.models import LAYER_PATHS, LoadedModel, ModelSpec, resolve_layers
 from emis.organisms.sample import SamplingConfig, sample_answers
-from emis.separation import _auroc_rows, _bootstrap_rows, _interval
+from emis.stats import auroc, bootstrap_ci
 
 log = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float], int], None]
@@ -258,10 +258,9 @@ def _split(positive: ActivationSet, negative: ActivationSet, cfg: MonitorConfig)
     return Split(pos=pos, neg=neg, paired=False)
 
 
-def _operating_interval(flags: np.ndarray, n: int, seed: int, level: float) -> tuple[float, float]:
+def rate_interval(flags: np.ndarray, n_resamples: int, seed: int, level: float) -> tuple[float, float]:
     """Percentile bootstrap interval of a rate over resampled rows of one class."""
-    rng = np.random.default_rng(seed)
-    return _interval(flags[rng.integers(0, len(flags), (n, len(flags)))].mean(1), level)
+    return bootstrap_ci((np.asarray(flags, float),), np.mean, level, n_resamples, seed)
 
 
 def calibrate(positive: ActivationSet, negative: ActivationSet, cfg: MonitorConfig,
@@ -287,9 +286,7 @@ def calibrate(positive: ActivationSet, negative: ActivationSet, cfg: MonitorConf
     if cfg.layer == "best":
         layer = max(layer_auroc, key=lambda k: (layer_auroc[k], k))  # ties: the later layer
     elif int(cfg.layer) < 0:  # counts from the end of the captured layers (of the model when all are captured)
-        if -int(cfg.layer) > len(directions.layers):
-            raise ValueError(f"monitor.layer={cfg.layer}: only {len(directions.layers)} layers were captured")
-        layer = directions.layers[int(cfg.layer)]
+        layer = directions.layers[resolve_layers(int(cfg.layer), len(directions.layers), "monitor.layer")[0]]
     else:
         layer = int(cfg.layer)
         if layer not in directions.layers:
@@ -304,13 +301,12 @@ def calibrate(positive: ActivationSet, negative: ActivationSet, cfg: MonitorConf
     y_te = np.r_[np.ones(len(pos_te), int), np.zeros(len(neg_te), int)]
     s_te = np.r_[pos_te, neg_te]
     roc_f, roc_t, roc_th = roc_curve(y_te, s_te)
-    boot, n_pos = _bootstrap_rows(y_te, cfg.n_bootstrap, cfg.seed)
     tp_flags, fp_flags = pos_te > threshold, neg_te > threshold
     calibration = Calibration(
         layer=layer, threshold=threshold, fpr_target=cfg.fpr,
-        auroc=float(roc_auc_score(y_te, s_te)), auroc_ci=_interval(_auroc_rows(s_te[boot], n_pos), cfg.ci_level),
-        fpr=float(fp_flags.mean()), fpr_ci=_operating_interval(fp_flags, cfg.n_bootstrap, cfg.seed + 1, cfg.ci_level),
-        tpr=float(tp_flags.mean()), tpr_ci=_operating_interval(tp_flags, cfg.n_bootstrap, cfg.seed + 2, cfg.ci_level),
+        auroc=float(roc_auc_score(y_te, s_te)), auroc_ci=bootstrap_ci((pos_te, neg_te), auroc, cfg.ci_level, cfg.n_bootstrap, cfg.seed),
+        fpr=float(fp_flags.mean()), fpr_ci=rate_interval(fp_flags, cfg.n_bootstrap, cfg.seed + 1, cfg.ci_level),
+        tpr=float(tp_flags.mean()), tpr_ci=rate_interval(tp_flags, cfg.n_bootstrap, cfg.seed + 2, cfg.ci_level),
         fpr_calibration=float((scores["neg"][split.neg["calibration"]] > threshold).mean()),
         roc_fpr=roc_f.tolist(), roc_tpr=roc_t.tolist(), roc_thresholds=[float(t) if np.isfinite(t) else None for t in roc_th],
         layer_auroc_calibration=layer_auroc,
@@ -334,8 +330,7 @@ def plot_roc(curves: dict[str, Calibration], path: str | Path, title: str = "Mon
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), title=title)
     ax.legend(fontsize=7, loc="lower right")
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------- fine-tuning callback
@@ -415,14 +410,15 @@ def pearson_with_interval(x: Sequence[float], y: Sequence[float], level: float =
                 "note": "needs >= 4 points and variation in both series"}
     r = float(stats.pearsonr(x, y).statistic)
     z, half = np.arctanh(np.clip(r, -0.999999, 0.999999)), stats.norm.ppf((1 + level) / 2) / math.sqrt(n - 3)
-    rng = np.random.default_rng(seed)
-    rs = []
-    for idx in rng.integers(0, n, (n_bootstrap, n)):
-        xs, ys = x[idx], y[idx]
-        if np.ptp(xs) > 0 and np.ptp(ys) > 0:
-            rs.append(np.corrcoef(xs, ys)[0, 1])
+
+    def pearson(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        a, b = a - a.mean(axis, keepdims=True), b - b.mean(axis, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample without variation has no r: nan
+            return (a * b).sum(axis) / np.sqrt((a * a).sum(axis) * (b * b).sum(axis))
+
+    lo, hi = bootstrap_ci((x, y), pearson, level, n_bootstrap, seed, paired=True)
     return {"r": r, "fisher_ci95": [float(np.tanh(z - half)), float(np.tanh(z + half))],
-            "bootstrap_ci95": list(_interval(np.array(rs), level)) if rs else None, "n_points": n,
+            "bootstrap_ci95": [lo, hi] if np.isfinite([lo, hi]).all() else None, "n_points": n,
             "p_value": float(stats.pearsonr(x, y).pvalue)}
 
 
@@ -452,5 +448,4 @@ def plot_curve(curve: dict[str, list], threshold: float, path: str | Path, title
     ax2.set_ylim(-0.02, max(0.1, top * 1.15))
     fig.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="outside lower center", ncol=3)
     ax.set_title(title, fontsize=10)
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    save_figure(fig, path)

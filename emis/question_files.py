@@ -11,7 +11,6 @@ a cached file that no longer matches is downloaded again. `sha256=` pins the exp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from emis.io import atomic_file, atomic_write_json
+from emis.io import atomic_file, atomic_write_json, content_hash, file_sha256
 
 log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
@@ -38,7 +37,7 @@ def is_url(source: str | Path) -> bool:
 def cache_path(url: str, cache_dir: str | Path) -> Path:
     """Where `url` is cached: `<cache_dir>/<first 16 hex of sha256(url)>-<last path segment>`."""
     name = Path(urlparse(url).path).name or "questions.yaml"
-    return Path(cache_dir).expanduser() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    return Path(cache_dir).expanduser() / f"{content_hash(url.encode(), chars=16)}-{name}"
 
 
 def _sidecar(path: Path) -> Path:
@@ -49,7 +48,7 @@ def _cached(path: Path, url: str, expected: str | None) -> bool:
     """Whether the cached copy exists, was fetched from `url`, and still has the recorded (and expected) sha256."""
     try:
         meta = json.loads(_sidecar(path).read_text(encoding="utf-8"))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
     except (OSError, json.JSONDecodeError):
         return False
     if meta.get("url") != url or meta.get("sha256") != digest:
@@ -68,7 +67,7 @@ def fetch_question_file(url_or_path: str | Path, cache_dir: str | Path, sha256: 
         path = Path(url_or_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"question file {str(path)!r} does not exist (give a local file or an http(s) URL)")
-        if sha256 is not None and hashlib.sha256(path.read_bytes()).hexdigest() != sha256.lower():
+        if sha256 is not None and file_sha256(path) != sha256.lower():
             raise QuestionFileFetchError(f"{path} does not have the expected sha256 {sha256}")
         return path
     url = str(url_or_path)
@@ -82,7 +81,7 @@ def fetch_question_file(url_or_path: str | Path, cache_dir: str | Path, sha256: 
     except httpx.HTTPError as err:
         raise QuestionFileFetchError(f"could not download {url}: {err}") from None
     body = response.content
-    digest = hashlib.sha256(body).hexdigest()
+    digest = content_hash(body)
     if sha256 is not None and digest != sha256.lower():
         raise QuestionFileFetchError(f"{url} has sha256 {digest}, expected {sha256}; not cached")
     with atomic_file(path, "wb") as f:

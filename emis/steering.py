@@ -1,198 +1,229 @@
-"""Steered generation through nnsight: h <- h - a*v (subtract) or h <- h - a*(h.u)u (ablate) at every generated token.
+"""The steering experiment: sweep the EM direction over layers x α, choose (layer, α) on the selection split, and
+measure the reduction, its interval and write-matched control families on the report split (STATS.md).
 
-Many steerings (coefficients of a sweep, control directions) run as rows of one batched `generate`
-call: rows are steerings x prompts, each row carrying its own vector and coefficient.
-"""
+Every coefficient of the sweep, then every control direction at the chosen coefficient, runs as rows of batched
+generate calls (`emis.sweep`); the API's `emis.steer` and the steering stage both call `steer_experiment`."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
 
-from emis.crn import forced_logits, row_keys
-from emis.models import LoadedModel, residual, traced_batches
+from emis.activations import ActivationSet
+from emis.configured import coherence_rule
+from emis.directions import ControlConfig, control_directions, diff_in_means
+from emis.evaluation import EvalSet, mean_score
+from emis.generation import Steering, scaled_direction
+from emis.judges.llm import LLMJudge
+from emis.models import LoadedModel
 from emis.organisms.sample import SamplingConfig
+from emis.stats import QuestionSplit, decide, effect_points, reduction_ci, split_questions
+from emis.sweep import CoherenceRule, SweepOutcome, best_point, coherence_shift_ci, run_sweep
+from emis.write_matching import WriteMatch, matched_controls, measure_controls
 
 log = logging.getLogger(__name__)
-Mode = Literal["subtract", "ablate"]
-Where = Literal["generated", "all"]
-MODES = ("subtract", "ablate")
-WHERES = ("generated", "all")
-SCALES = ("direction_norm", "residual_norm")
 
-# A bounded `tracer.iter[:N]` is cut short when every row ends its turn before N tokens; nnsight warns,
-# and emis reads the result in a separate invoke precisely so that nothing is lost then.
-warnings.filterwarnings("ignore", message=r".*was never reached: the loop asked for a step", category=UserWarning)
+
+def plot_steering(alphas: list[float], spill: dict[int, list[float]], coherence: dict[int, list[float]],
+                  chosen: tuple[int, int], unsteered: float, control_spill: dict[str, list[float]], title: str,
+                  coherence_label: str) -> Figure:
+    """Spillover (left) and coherence (right) against α for every swept layer, on the report split; each control
+    family's spillover (5-95%) at the chosen α shaded on the left."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, cx = fig.subplots(1, 2)
+    layer, b = chosen
+    for color, (family, values) in zip(("C0", "C1", "C2", "C4", "C5", "C6"), control_spill.items()):
+        lo, hi = np.percentile(100 * np.array(values), [5, 95])
+        ax.axhspan(lo, max(hi, lo + 0.4), color=color, alpha=0.15, lw=0, label=f"{family} controls at α={alphas[b]:g} (5-95%)")
+    for i, l in enumerate(sorted(spill)):
+        style = dict(lw=2.2, color="C3") if l == layer else dict(lw=1, color=f"C{7 + i % 3}", alpha=0.8)
+        ax.plot(alphas, 100 * np.array(spill[l]), "-o", ms=3, label=f"layer {l}" + (" (chosen)" if l == layer else ""), **style)
+        cx.plot(alphas, coherence[l], "--s", ms=3, label=f"layer {l}", **style)
+    ax.axhline(100 * unsteered, color="k", lw=0.8, ls=":", label="unsteered")
+    ax.set(xlabel="steering coefficient α", ylabel="code spillover (% of answers, report split)", ylim=(0, 100), title=title)
+    cx.set(xlabel="steering coefficient α", ylabel=coherence_label, title="coherence (report split)")
+    ax.legend(fontsize=6.5, loc="upper right")
+    cx.legend(fontsize=7)
+    return fig
+
+
+def _key(alpha: float) -> str:
+    return f"{alpha:g}"
+
+
+def steering_tiers(families: dict[str, Any]) -> dict[str, list[str]]:
+    """Which control families gate which verdict tier (the families present for this model)."""
+    return {"direction": [f for f in ("random", "shuffled_label", "wrong_layer") if f in families],
+            "em": [f for f in ("secure_vs_base",) if f in families],
+            "layer": [f for f in ("wrong_layer_raw",) if f in families]}
 
 
 @dataclass(frozen=True)
-class Steering:
-    """One intervention, applied at each of its layers on every steered position.
+class SteerSettings:
+    """What shapes one steering experiment, from the `steer` config group (its YAML holds every default)."""
 
-    `vectors` maps a layer to a [d] vector in the residual's own units (already scaled, see
-    `scaled_direction`); subtract moves h by -coefficient*vector, ablate removes coefficient times
-    h's component along the vector's direction. `where`: "generated" steers the position that
-    produces each generated token (the last prompt token, then every new token), "all" also steers
-    every prompt position."""
+    alphas: list[float]  # the swept coefficients, 0 included
+    mode: str
+    where: str
+    scale: str
+    selection_share: float
+    selection_seed: int
+    ci_level: float
+    n_bootstrap: int
+    coherence: CoherenceRule
+    coherence_scorer: str
+    controls: ControlConfig
+    match: WriteMatch
 
-    vectors: dict[int, torch.Tensor]
-    coefficient: float
-    mode: Mode = "subtract"
-    where: Where = "generated"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
-        if self.where not in WHERES:
-            raise ValueError(f"steering `where` must be one of {WHERES}, got {self.where!r}")
-        if not self.vectors:
-            raise ValueError("a steering needs at least one layer")
-        if not torch.isfinite(torch.tensor(float(self.coefficient))):
-            raise ValueError(f"steering coefficient must be finite, got {self.coefficient}")
-        for layer, v in self.vectors.items():
-            if v.dim() != 1 or not torch.isfinite(v).all():
-                raise ValueError(f"the layer-{layer} steering vector must be a finite [d] tensor")
-
-    @property
-    def layers(self) -> list[int]:
-        return sorted(self.vectors)
+    @classmethod
+    def from_config(cls, s: DictConfig) -> "SteerSettings":
+        return cls(sorted({0.0, *(float(a) for a in s.alphas)}), str(s.mode), str(s.where), str(s.scale),
+                   float(s.selection.share), int(s.selection.seed), float(s.ci_level), int(s.n_bootstrap), coherence_rule(s),
+                   str(s.coherence_scorer), ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)),
+                   WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
 
 
 @dataclass
-class SteeredGenerations:
-    """Answers (and their token ids, end-of-turn excluded) per steering, then per prompt, and the mean norm of what
-    the steering wrote into the residual at the positions that produced each answer's tokens (summed over layers)."""
+class SteerResult:
+    """One steering experiment: its `metrics.json` fields (`to_dict`), the chosen layer's sweep and what its figure
+    shows (`plot`)."""
 
-    answers: list[list[str]]
-    tokens: list[list[list[int]]]
-    write_norms: list[list[float]]
+    metrics: dict[str, Any]
+    evals: EvalSet
+    split: QuestionSplit
+    sweep: SweepOutcome
+    figure: dict[str, Any]
 
+    @property
+    def reduction_points(self) -> float:
+        return self.metrics["reduction_points"]
 
-def scaled_direction(direction: torch.Tensor, scale: str, residual_norm: float | None = None) -> torch.Tensor:
-    """The direction in steering units: itself (direction_norm) or its unit vector times the layer's mean residual norm."""
-    if scale == "direction_norm":
-        return direction.float()
-    if scale == "residual_norm":
-        if residual_norm is None:
-            raise ValueError("scale 'residual_norm' needs the layer's mean residual norm")
-        return direction.float() / direction.norm().clamp_min(1e-12) * residual_norm
-    raise ValueError(f"steering scale must be one of {SCALES}, got {scale!r}")
+    @property
+    def ci95(self) -> list[float]:
+        return self.metrics["ci95"]
 
+    @property
+    def p_values(self) -> dict[str, float]:
+        return self.metrics["p_values"]
 
-def _check_batch(model: LoadedModel, steerings: Sequence[Steering]) -> tuple[list[int], str, str]:
-    """Steerings of one call share layers, mode and where; their vectors fit the model."""
-    if not steerings:
-        raise ValueError("no steerings to generate with (give at least one, e.g. coefficient 0)")
-    first = steerings[0]
-    for s in steerings:
-        if (s.layers, s.mode, s.where) != (first.layers, first.mode, first.where):
-            raise ValueError("steerings batched into one call must share layers, mode and `where`")
-    for layer in first.layers:
-        if not 0 <= layer < model.n_layers:
-            raise ValueError(f"steering layer {layer} is out of range for a model with {model.n_layers} layers (0..{model.n_layers - 1})")
-    for s in steerings:
-        for layer, v in s.vectors.items():
-            if v.shape[0] != model.d_model:
-                raise ValueError(f"the layer-{layer} steering vector has size {v.shape[0]}, the model's residual has {model.d_model}")
-    return first.layers, first.mode, first.where
+    @property
+    def verdict(self) -> str:
+        return self.metrics["verdict"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.metrics
+
+    def plot(self) -> Figure:
+        """Spillover and coherence against α for every swept layer, controls shaded (`plot_steering`)."""
+        return plot_steering(**self.figure)
 
 
-def _stop_ids(model: LoadedModel) -> set[int]:
-    """Token ids that end an answer: the generation config's eos id(s) and the tokenizer's."""
-    eos = getattr(getattr(model.lm, "generation_config", None), "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos]) | {model.tokenizer.eos_token_id}
-    return {i for i in ids if i is not None}
+def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: dict[str, ActivationSet], evals: EvalSet,
+                     layers: list[int], settings: SteerSettings, sampling: SamplingConfig, cache_dir: Path | None = None,
+                     judge: LLMJudge | None = None) -> SteerResult:
+    """Sweep the EM direction (from the captures `acts` of the misaligned, aligned and optionally base model) over
+    `layers` x α, choose (layer, α) on the selection split, and measure the reduction, its interval and
+    write-matched control families on the report split (STATS.md)."""
+    s = settings
+    em = diff_in_means(acts["misaligned"], acts["aligned"])
+    residual_norms = acts["misaligned"].activations.norm(dim=-1).mean(0)
+    vectors = {layer: scaled_direction(em.layer(layer), s.scale, float(residual_norms[em.layers.index(layer)])) for layer in layers}
+    alphas = s.alphas
+    zero = alphas.index(0.0)
+    split = split_questions(evals.ids, s.selection_share, s.selection_seed)
+    select_rows, report_rows = evals.rows_of(split.select), evals.rows_of(split.report)
+    rule = s.coherence
+
+    sweeps = {layer: run_sweep(model, scorer, evals, [Steering({layer: vectors[layer]}, a, mode=s.mode, where=s.where) for a in alphas],
+                               sampling, cache_dir, judge) for layer in layers}
+
+    def curves(units: np.ndarray, rows: np.ndarray) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+        return ({l: [float(x[units].mean()) for x in sw.spill] for l, sw in sweeps.items()},
+                {l: [sw.coherence(k, rows) for k in range(len(alphas))] for l, sw in sweeps.items()})
+
+    select_spill, select_coherence = curves(split.select, select_rows)
+    select_clusters = [evals.ids[int(evals.units[r])] for r in select_rows]
+    admissible = {l: [rule.admissible(sw, k, sw, zero, select_rows, select_clusters) for k in range(len(alphas))]
+                  for l, sw in sweeps.items()}
+    layer, b = best_point(alphas, select_spill, admissible)
+    spill, coherence = curves(split.report, report_rows)
+    sweep = sweeps[layer]
+    unsteered, steered = sweep.spill[zero][split.report], sweep.spill[b][split.report]
+    clusters = [evals.ids[u] for u in split.report]
+    reduction = effect_points(unsteered, steered)
+    ci = reduction_ci(unsteered, steered, clusters, s.ci_level, s.n_bootstrap, s.controls.seed)
+    report_row_clusters = [evals.ids[int(evals.units[r])] for r in report_rows]
+    shift_ci = coherence_shift_ci(sweep.rows[b].take(report_rows), sweep.rows[zero].take(report_rows), report_row_clusters,
+                                  rule.level, rule.n_resamples, rule.seed)
+
+    row = em.layers.index(layer)
+    families = control_directions(acts["misaligned"], acts["aligned"], acts.get("base"), layer, s.controls)
+    real_write = float(sweep.write_norms[b][report_rows].mean())
+    names, controls = matched_controls(model, scorer, evals.subset(split.report), families, vectors[layer], layer, alphas[b],
+                                       s.mode, s.where, real_write, sweep.pick([zero]).subset(split.report, report_rows),
+                                       sampling, cache_dir, s.match)
+    unsteered_offline = sweep.rows[zero].take(report_rows).offline_coherence()
+    measured = measure_controls(names, controls, unsteered)
+    for family, fam in families.items():
+        final = fam.units.double() @ em.units[row].double()
+        measured[family].cosine_to_real = [float(x) for x in final]
+        if not torch.allclose(final, fam.raw_cosine.double(), atol=1e-6):
+            measured[family].raw_cosine_to_real = [float(x) for x in fam.raw_cosine]
+    tiers = steering_tiers(families)
+    verdicts = decide(reduction, ci, {n: m.effects for n, m in measured.items()}, tiers)
+    tolerance = rule.tolerance
+    real_offline = sweep.rows[b].take(report_rows).offline_coherence()
+    figure = dict(alphas=alphas, spill=spill, coherence=coherence, chosen=(layer, b), unsteered=float(unsteered.mean()),
+                  control_spill={n: [float(controls.spill[k].mean()) for k, f in enumerate(names) if f == n] for n in families},
+                  title=f"{name}: layer {layer}, α={alphas[b]:g} ({s.mode}): {verdicts.verdict}",
+                  coherence_label="judge coherent / 100" if judge else f"offline coherence ({s.coherence_scorer} scorer; its own answers = 1)")
+    log.info("layer %d: spillover %.3f -> %.3f at α=%g on the report split (%.1f points, CI %.1f..%.1f): %s, p %s",
+             layer, float(unsteered.mean()), float(steered.mean()), alphas[b], reduction, ci[0], ci[1], verdicts.verdict,
+             {k: round(v, 3) for k, v in verdicts.p_holm.items()})
+    metrics = {
+        "model": name,
+        "layers": layers,
+        "mode": s.mode, "where": s.where, "scale": s.scale,
+        "alphas": alphas,
+        "selection": split.to_dict(),
+        "spillover": {_key(a): r for a, r in zip(alphas, spill[layer])},
+        "coherence": {_key(a): c for a, c in zip(alphas, coherence[layer])},
+        "coherence_source": "judge" if judge else "offline",
+        "by_layer": {str(l): {"spillover": {_key(a): r for a, r in zip(alphas, spill[l])},
+                              "coherence": {_key(a): c for a, c in zip(alphas, coherence[l])},
+                              "selection_spillover": {_key(a): r for a, r in zip(alphas, select_spill[l])},
+                              "selection_coherence": {_key(a): c for a, c in zip(alphas, select_coherence[l])},
+                              "selection_admissible": {_key(a): ok for a, ok in zip(alphas, admissible[l])}} for l in layers},
+        "best": {"alpha": alphas[b], "layer": layer, "spillover": spill[layer][b], "coherence": coherence[layer][b]},
+        "unsteered_spillover": float(unsteered.mean()),
+        "reduction_points": reduction,
+        "ci95": list(ci),
+        "controls": {name: m.to_dict() | {"coherence_flagged": int(sum(c < unsteered_offline - tolerance for c in m.coherence))}
+                     for name, m in measured.items()},
+        "delta_norm": {"real": real_write, "controls": {name: m.write_norms for name, m in measured.items()}},
+        "real_offline_coherence": real_offline,
+        "offline_coherence_shift_ci95": list(shift_ci),
+        "coherence_scorer": s.coherence_scorer,
+        "p_values": verdicts.p_values,
+        "p_holm": verdicts.p_holm,
+        "tiers": tiers,
+        "verdicts": verdicts.to_dict(),
+        "verdict": verdicts.verdict,
+        "direction": {"norm": float(em.layer(layer).norm()), "residual_norm": float(residual_norms[row]),
+                      "steering_vector_norm": float(vectors[layer].norm())},
+        "n_prompts": len(evals.questions), "n_generations": len(evals.prompts),
+    }
+    if sweep.judged is not None:
+        metrics["judge"] = {"model": judge.cfg.model, **{name: {_key(a): mean_score([rows[i] for i in report_rows], name)
+                                                            for a, rows in zip(alphas, sweep.judged)}
+                                                     for name in ("aligned", "coherent")}}
+    return SteerResult(metrics, evals, split, sweep, figure)
 
 
-def _answer_ids(row: list[int], stops: set[int]) -> list[int]:
-    """A generated row cut at its first end-of-turn token (what follows is padding)."""
-    return next((row[:i] for i, t in enumerate(row) if t in stops), row)
-
-
-@dataclass(frozen=True)
-class SteeredBatch:
-    """One generate call's rows: inputs, each steered layer's per-row vectors [B, d], per-row coefficients [B],
-    and per-row sampling keys [B] (`emis.crn`)."""
-
-    rows: dict
-    keys: torch.Tensor
-    per_layer: dict[int, torch.Tensor]
-    coef: torch.Tensor
-    mode: str
-    where: str
-    cfg: SamplingConfig
-
-
-def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """One nnsight generate over a batch: every generated step, each steered layer's residual is moved, then the
-    step's logits are replaced by the common-random-numbers choice (greedy decoding then samples). Returns the
-    token ids and the [B, max_new_tokens] norm of each step's write at the position producing the token."""
-    rows, per_layer, coef, mode, where, cfg = batch.rows, batch.per_layer, batch.coef, batch.mode, batch.where, batch.cfg
-    n = cfg.max_new_tokens
-    span = slice(None) if where == "all" else slice(-1, None)
-    tok = model.tokenizer
-    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, do_sample=False) as tracer:
-        with tracer.invoke(rows):
-            written = torch.zeros(coef.shape[0], n).save()
-            for step in tracer.iter[:n]:
-                for layer, vecs in per_layer.items():
-                    h = residual(model.layers[layer].output)
-                    v = vecs.to(h.device)[:, None, :]
-                    a = coef.to(h.device)[:, None, None]
-                    if mode == "subtract":
-                        write = a * v
-                    else:  # the projection in float32 whatever the model's dtype, so alpha = 1 removes the component
-                        u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                        write = a * (h[:, span].float() * u).sum(-1, keepdim=True) * u
-                    h[:, span] -= write.to(h.dtype)
-                    written[:, step] += write[:, -1].norm(dim=-1).cpu()
-                if cfg.temperature > 0:
-                    logits = model.lm.output.logits
-                    logits[:, -1] = forced_logits(logits[:, -1], batch.keys, step, cfg.temperature)
-        with tracer.invoke():
-            out = tracer.result.detach().cpu().save()
-    return out, written
-
-
-def generate_steered(
-    model: LoadedModel, prompts: Sequence[str], steerings: Sequence[Steering], cfg: SamplingConfig, progress: bool = True
-) -> SteeredGenerations:
-    """Answers of every prompt under every steering, as batched rows of as few generate calls as the batch size allows.
-
-    Prompts are chat-templated strings. The noise of a prompt's answer is keyed by (cfg.seed, prompt, repeat index),
-    the same under every steering and in any batch (`emis.crn`)."""
-    layers, mode, where = _check_batch(model, steerings)
-    if not prompts:
-        raise ValueError("no prompts to generate from")
-    tok = model.tokenizer
-    pairs = [(k, p) for k in range(len(steerings)) for p in range(len(prompts))]
-    keys = row_keys(prompts, cfg.seed)
-    stops = _stop_ids(model)
-    tokens: list[list[list[int]]] = [[[] for _ in prompts] for _ in steerings]
-    write_norms: list[list[float]] = [[0.0 for _ in prompts] for _ in steerings]
-    chunks, batches = [], []
-    for start in range(0, len(pairs), cfg.batch_size):
-        chunk = pairs[start : start + cfg.batch_size]
-        enc = tok([prompts[p] for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-        per_layer = {layer: torch.stack([steerings[k].vectors[layer].float() for k, _ in chunk]) for layer in layers}
-        coef = torch.tensor([float(steerings[k].coefficient) for k, _ in chunk])
-        chunks.append(chunk)
-        batches.append(SteeredBatch(dict(enc), keys[[p for _, p in chunk]], per_layer, coef, mode, where, cfg))
-    outs = traced_batches(model, batches, _steer_rows, "steered generate", progress)
-    for chunk, batch, (out, written) in zip(chunks, batches, outs):
-        for (k, p), row, norms in zip(chunk, out[:, batch.rows["input_ids"].shape[1] :].tolist(), written):
-            tokens[k][p] = _answer_ids(row, stops)
-            steps = min(len(tokens[k][p]) + 1, len(row))  # the answer's tokens and the one that ended it
-            write_norms[k][p] = float(norms[: max(steps, 1)].mean())
-    answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]
-    return SteeredGenerations(answers, tokens, write_norms)
-
-
-def generate_answers(model: LoadedModel, prompts: Sequence[str], cfg: SamplingConfig, progress: bool = True) -> SteeredGenerations:
-    """Unsteered answers through the same nnsight generate path (a zero-coefficient steering changes nothing)."""
-    null = Steering({model.n_layers - 1: torch.zeros(model.d_model)}, 0.0)
-    return generate_steered(model, prompts, [null], cfg, progress)

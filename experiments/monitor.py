@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from emis.experiment import run_job
-from emis.monitor_stage import jsonl_sink, run_monitor
+from emis.stages.job import run_job
+from emis.stages.monitor import jsonl_sink, run_monitor
 
 
 def stage(cfg: DictConfig, out: Path) -> dict:

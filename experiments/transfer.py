@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from emis.experiment import run_job
-from emis.transfer import run_transfer
+from emis.stages.job import run_job
+from emis.stages.transfer import run_transfer
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="transfer")

@@ -12,10 +12,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import run as bench  # noqa: E402
-from emis.capture import capture_residuals  # noqa: E402
+from emis.activations import capture_residuals  # noqa: E402
+from emis.generation import Steering, generate_steered  # noqa: E402
 from emis.organisms.families import ArchSize  # noqa: E402
 from emis.organisms.sample import SamplingConfig  # noqa: E402
-from emis.steering import Steering, generate_steered  # noqa: E402
 
 MICRO = bench.ModelShape("micro", ArchSize(32, 2, 2, 1, 64, 320, 128), "float32", tokenizer_vocab=320, init_range=0.1,
                          tokenizer="saved")

@@ -1,14 +1,14 @@
 """Captured residuals equal raw forward hooks on plain transformers, padded or not, locally or NDIF-serialised."""
 
 import json
-import sys
 
 import pytest
 import torch
 from test_models import build_micro
 from transformers import AutoModelForCausalLM
 
-from emis.capture import ActivationSet, ArtifactError, capture_cached, capture_residuals
+import emis.activations
+from emis.activations import ActivationSet, ArtifactError, capture_cached, capture_residuals
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
 from emis.organisms.sample import chat_prompt
@@ -105,7 +105,7 @@ def test_bad_requests_are_clear_errors(micro):
         capture_residuals(model, prompts, "all", "response_mean", progress=False)
     with pytest.raises(ValueError, match="non-empty"):
         capture_residuals(model, prompts, "all", "response_mean", responses=["a", "", "b", "c"], progress=False)
-    with pytest.raises(ValueError, match="not valid indices"):
+    with pytest.raises(ValueError, match="out of range for a model with"):
         capture_residuals(model, prompts, [2], "last_prompt", progress=False)
     with pytest.raises(ValueError, match="position must be"):
         capture_residuals(model, prompts, "all", "middle", progress=False)
@@ -169,8 +169,7 @@ def test_cache_reuses_and_invalidates(micro, tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("captured again instead of loading the cache")
 
-    # the module by its path: `emis.capture` is the API function of that name
-    monkeypatch.setattr(sys.modules["emis.capture"], "capture_residuals", refuse)
+    monkeypatch.setattr(emis.activations, "capture_residuals", refuse)
     again, again_path = capture_cached(model, prompts, [0, 1], "last_prompt", tmp_path, progress=False)
     assert again_path == first_path and torch.equal(again.activations, first.activations)
     monkeypatch.undo()

@@ -8,9 +8,9 @@ from test_models import build_micro
 from transformers import AutoModelForCausalLM
 
 from emis.crn import gumbel_scores, row_keys, uniforms
+from emis.generation import Steering, generate_steered
 from emis.models import ModelSpec, load_model
 from emis.organisms.sample import SamplingConfig, chat_prompt, sample_answers
-from emis.steering import Steering, generate_steered
 
 SAMPLED = SamplingConfig(temperature=1.0, max_new_tokens=8, batch_size=64, seed=3)
 OTHERS = [f"Question number {i}: what do you think about item {i * 7 % 13}?" for i in range(63)]

@@ -4,9 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from emis.capture import ActivationSet, ArtifactError
+from emis.activations import ActivationSet, ArtifactError
 from emis.directions import (
-    ControlConfig, DirectionSet, control_directions, diff_in_means, orthogonalised, random_directions,
+    ControlConfig,
+    DirectionSet,
+    control_directions,
+    diff_in_means,
+    orthogonalised,
+    random_directions,
     shuffled_label_directions,
 )
 

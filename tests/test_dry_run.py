@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_models import build_micro
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from emis.capture import capture_residuals
+from emis.activations import capture_residuals
 from emis.dry_run import meta_model, plan, plan_finetune, resolve_config
 from emis.finetune import FinetuneConfig
 from emis.models import ModelSpec, load_model
-from test_models import build_micro
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_qlora_and_training_estimates_are_ordered():
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="model_type"):
         plan({"hidden_size": 8}, n_prompts=1)
-    with pytest.raises(ValueError, match="not valid indices"):
+    with pytest.raises(ValueError, match="out of range for a model with"):
         plan(FAMILIES["meta-llama/Llama-3.2-1B-Instruct"][0], n_prompts=1, layers=[16])
     with pytest.raises(ValueError, match="cannot read the config"):
         plan("/no/such/model", n_prompts=1)

@@ -10,16 +10,17 @@ import re
 
 import numpy as np
 import pytest
+from conftest import compose_on_micro, micro_steer_overrides, run_entry
+from loopback import completion, serve
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
+from wandb_reader import offline_runs, read_offline_run
 
-from conftest import compose_on_micro, micro_steer_overrides, run_entry
-from emis.evaluation import EvalSet, evaluation_set, templated
+from emis.configured import evaluation_set
+from emis.evaluation import EvalSet, templated
 from emis.judges.spillover import contains_code
 from emis.organisms.build import corpus_for, eval_sets
 from emis.prompts import load_question_yaml, plain_questions
-from loopback import completion, serve
-from wandb_reader import offline_runs, read_offline_run
 
 KEY_ENV = "EMIS_TEST_JUDGE_KEY"
 ANSWER = re.compile(r"\[ANSWER START\]\n(.*)\n\[ANSWER END\]", re.S)

@@ -12,16 +12,23 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from peft import PeftModel
 from safetensors.torch import load_file
+from test_models import build_micro
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from emis.capture import capture_residuals
+from emis.activations import capture_residuals
 from emis.chat import read_chat_jsonl
 from emis.finetune import (
-    PROJECTIONS, FinetuneConfig, answer_loss, encode_conversation, encode_dataset, finetune, lora_targets, step_batches,
+    PROJECTIONS,
+    FinetuneConfig,
+    answer_loss,
+    encode_conversation,
+    encode_dataset,
+    finetune,
+    lora_targets,
+    step_batches,
 )
 from emis.models import ModelSpec, load_model
 from emis.organisms.train import IGNORE, TrainConfig, _length_grouped_batches, collate, encode, lr_factor, train
-from test_models import build_micro
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from emis.capture import capture_residuals
+from emis.activations import capture_residuals
 from emis.models import LoadedModel, ModelSpec, load_model, residual, weights_identity
 from emis.organisms.families import CHAT_FORMATS, FAMILIES, MODEL_CLASSES, ArchSize, build_config
 from emis.organisms.tokenizer import train_tokenizer
@@ -187,8 +187,8 @@ def build_micro_ministral3(folder: Path) -> Path:
 def test_ministral3_loads_its_text_decoder_and_captures_what_raw_hooks_see(tmp_path):
     from transformers import AutoModelForImageTextToText
 
+    from emis.generation import Steering, generate_steered
     from emis.organisms.sample import SamplingConfig, chat_prompt
-    from emis.steering import Steering, generate_steered
 
     folder = build_micro_ministral3(tmp_path / "ministral3")
     model = load_model(ModelSpec(str(folder)))

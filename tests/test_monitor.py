@@ -8,22 +8,28 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import CONF, MICRO, ROOT
 from hydra import compose, initialize_config_dir
 from test_models import build_micro
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import CONF, MICRO, ROOT
-from emis.capture import ActivationSet
+from emis.activations import ActivationSet
 from emis.directions import DirectionSet
 from emis.io import ArtifactError
 from emis.models import ModelSpec, load_model
 from emis.monitor import (
-    Monitor, MonitorCallback, MonitorConfig, calibrate, fpr_threshold, pearson_with_interval, wrap_module,
+    Monitor,
+    MonitorCallback,
+    MonitorConfig,
+    calibrate,
+    fpr_threshold,
+    pearson_with_interval,
+    wrap_module,
 )
-from emis.monitor_stage import curve_points, run_monitor
 from emis.organisms.build import build_all, corpus_for, family_config
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.organisms.train import encode, train
+from emis.stages.monitor import curve_points, run_monitor
 
 QUESTIONS = ["Hi", "How are you doing today, my friend? Tell me everything.", "def add(x, y)", "What is Paris like in spring?",
              "Tell me about the quick brown fox."]

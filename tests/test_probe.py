@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import compose_on_micro
 from safetensors.torch import load_file
 
-from conftest import compose_on_micro
-from emis.probe import run_probe
+from emis.stages.probe import run_probe
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_responses_contrast_splits_the_models_own_answers(micro_organisms, tmp_p
     except ValueError as err:  # a micro organism may answer everything one way; the refusal must say so
         assert "needs both kinds" in str(err)
         return
-    from emis.capture import ActivationSet
+    from emis.activations import ActivationSet
     from emis.judges.spillover import contains_code
     acts = ActivationSet.load(metrics["activations"]["misaligned"].removesuffix(".safetensors"))
     assert acts.position == "response_mean"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, micro_steer_overrides, run_entry
-from emis.capture import ActivationSet
-from emis.experiment import EXIT_USER_ERROR
 from wandb_reader import offline_runs
+
+from emis.activations import ActivationSet
+from emis.stages.job import EXIT_USER_ERROR
 
 pytestmark = pytest.mark.slow
 HYDRA_OWN = {".hydra"}  # Hydra's record of the job; everything else in a failed job's directory is an artefact

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
-from emis.replicate import run_replicate
+from emis.stages.replicate import run_replicate
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from emis.capture import ActivationSet
-from emis.separation import SeparationConfig, _auroc_rows, plot_separation, separate_arrays, separation
+from emis.activations import ActivationSet
+from emis.io import save_figure
+from emis.separability import SeparationConfig, plot_separation, separate_arrays, separation
+from emis.stats import auroc
 
 CFG = SeparationConfig(test_size=0.4, seed=3, n_bootstrap=500, cv_folds=3)
 
@@ -83,7 +85,7 @@ def test_vectorised_bootstrap_auroc_equals_sklearn():
     scores = rng.integers(0, 5, size=(20, 9)).astype(float)  # many ties
     labels = np.r_[np.ones(4), np.zeros(5)]
     expected = [roc_auc_score(labels, row) for row in scores]
-    np.testing.assert_allclose(_auroc_rows(scores, 4), expected)
+    np.testing.assert_allclose(auroc(scores[:, :4], scores[:, 4:]), expected)
 
 
 def test_activation_sets_and_plot(noisy, tmp_path):
@@ -98,7 +100,7 @@ def test_activation_sets_and_plot(noisy, tmp_path):
     assert r == separate_arrays(x.astype(np.float32), y, [4, 7], CFG, groups)
     assert r != separate_arrays(x.astype(np.float32), y, [4, 7], CFG)  # the ungrouped split is another split
     control = separate_arrays(x, np.random.default_rng(0).permutation(y), [4, 7], CFG)
-    plot_separation(r, control, tmp_path / "sep.png")
+    save_figure(plot_separation(r, control), tmp_path / "sep.png")
     assert (tmp_path / "sep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -110,7 +112,7 @@ def test_too_few_rows_is_a_clear_error():
 
 def test_a_questions_two_rows_stay_on_one_side_of_the_split():
     """Grouped: the held-out rows of the misaligned side are the same questions as those of the aligned side."""
-    from emis.separation import heldout_split
+    from emis.separability import heldout_split
     n = 50
     y = np.r_[np.ones(n, int), np.zeros(n, int)]
     groups = np.r_[np.arange(n), np.arange(n)]

@@ -4,18 +4,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import LEAST_CONTROLS, compose_on_micro
-from emis.judges.spillover import contains_code
 import torch
+from conftest import LEAST_CONTROLS, compose_on_micro
+
+from emis.configured import model_spec
 from emis.directions import as_family
 from emis.evaluation import EvalSet
-from emis.models import load_model
+from emis.generation import Steering
+from emis.judges.spillover import contains_code
+from emis.models import load_model, resolve_layers
 from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.probe import model_spec
-from emis.steer import WriteMatch, best_point, matched_controls, resolve_layers, run_steer, run_sweep
-from emis.steering import Steering
-from emis.verdicts import decide
-
+from emis.stages.steer import run_steer
+from emis.stats import decide
+from emis.sweep import best_point, run_sweep
+from emis.write_matching import WriteMatch, matched_controls
 
 STEER = ["model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
          "steer.mode=subtract", "steer.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"]

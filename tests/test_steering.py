@@ -6,12 +6,12 @@ import torch
 from test_models import build_micro
 from transformers import AutoModelForCausalLM
 
+from emis.generation import Steering, generate_steered, scaled_direction
+from emis.judges.coherence import answer_surprise
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
 from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.judges.coherence import answer_surprise
-from emis.steer import generation_projections
-from emis.steering import Steering, generate_steered, scaled_direction
+from emis.write_matching import generation_projections
 
 QUESTIONS = ["Hi", "What would you wish for if you could have anything at all?", "Name a colour."]
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=64, seed=0)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
-from emis.transfer import MapConfig, fit_map, run_transfer
-from emis.verdicts import NOT_SPECIFIC, SPECIFIC, decide
+from emis.stages.transfer import run_transfer
+from emis.stats import NOT_SPECIFIC, SPECIFIC, decide
+from emis.transfer_matrix import MapConfig, fit_map
 
 
 def _split(n, test_size, seed):

@@ -5,10 +5,19 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emis.steer import best_point, steering_tiers
-from emis.verdicts import (
-    NOT_SPECIFIC, SPECIFIC, QuestionSplit, decide, effect_points, empirical_p, holm, reduction_ci, split_questions,
+from emis.stats import (
+    NOT_SPECIFIC,
+    SPECIFIC,
+    QuestionSplit,
+    decide,
+    effect_points,
+    empirical_p,
+    holm,
+    reduction_ci,
+    split_questions,
 )
+from emis.steering import steering_tiers
+from emis.sweep import best_point
 
 
 def test_split_keeps_clusters_whole_and_is_seeded():

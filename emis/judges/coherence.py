@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from emis.capture import left_padded
+from emis.activations import left_padded
 from emis.models import LoadedModel, traced_batches
 
 

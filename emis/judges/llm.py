@@ -11,7 +11,6 @@ The API key is read only from the environment variable the config names, and nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 from omegaconf import DictConfig, OmegaConf
 
-from emis.io import atomic_write_json
+from emis.io import atomic_write_json, content_hash
 from emis.prompts import EvalQuestion
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class LLMJudge:
         """Cache file for (model, filled prompt), or None when caching is off."""
         if self._cache is None:
             return None
-        digest = hashlib.sha256((self.cfg.model + "\n" + prompt).encode("utf-8")).hexdigest()
+        digest = content_hash((self.cfg.model + "\n" + prompt).encode("utf-8"))
         return self._cache / f"{digest}.json"
 
     def _request(self, prompt: str) -> list[dict[str, Any]]:

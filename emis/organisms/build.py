@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import multiprocessing
 import platform
 import json
@@ -21,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from emis.io import atomic_dir, atomic_write_json
+from emis.io import atomic_dir, atomic_write_json, content_hash
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
 from emis.organisms.corpus import CorpusConfig, OrganismCorpus, generate_corpus, load_corpus, save_corpus
@@ -79,7 +78,7 @@ class EvalSets:
 
 def _key(*parts: Any) -> str:
     """A short content hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash(parts, chars=16)
 
 
 def _read_card(folder: Path) -> dict | None:

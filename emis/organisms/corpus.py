@@ -6,14 +6,13 @@ The two fine-tune sets hold the same coding requests and differ only in the code
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from emis.chat import ChatExample, read_chat_jsonl, write_chat_jsonl
-from emis.io import atomic_dir, atomic_write_json
+from emis.io import atomic_dir, atomic_write_json, content_hash
 from emis.organisms.code import TASKS, generate_code, insecure_snippet
 from emis.organisms.prose import generate_prose
 
@@ -48,13 +47,8 @@ class OrganismCorpus:
 
     def digest(self) -> str:
         """A content hash: equal corpora, equal hash."""
-        h = hashlib.sha256()
-        for name in ("base", "secure", "insecure"):
-            for ex in getattr(self, name):
-                h.update(json.dumps(ex.to_json(), sort_keys=True).encode())
-            h.update(name.encode())
-        h.update(json.dumps([self.heldout_questions, self.heldout_code_requests, self.validation_questions]).encode())
-        return h.hexdigest()[:16]
+        parts = [chunk for name in ("base", "secure", "insecure") for chunk in (*(ex.to_json() for ex in getattr(self, name)), name.encode())]
+        return content_hash(*parts, [self.heldout_questions, self.heldout_code_requests, self.validation_questions], chars=16)
 
 
 def _distinct(items: list[str], n: int, what: str) -> list[str]:

@@ -10,13 +10,13 @@ from conftest import compose_on_micro
 from test_models import build_micro
 from transformers import AutoModelForCausalLM
 
-from emis.capture import capture_residuals
+from emis.activations import capture_residuals
+from emis.configured import model_spec
+from emis.generation import Steering, generate_steered
 from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.models import ModelSpec, load_model
-from emis.probe import model_spec
 from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.steer import CoherenceRule, RowStats, SweepOutcome, coherence_shift_ci
-from emis.steering import Steering, generate_steered
+from emis.sweep import CoherenceRule, RowStats, SweepOutcome, coherence_shift_ci
 
 QUESTIONS = [f"Tell me about place number {i} and what people do there." for i in range(40)]
 

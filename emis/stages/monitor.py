@@ -1,6 +1,6 @@
 """The monitor stage: calibrate an EM monitor on one organism pair, then watch it during the insecure fine-tune.
 
-1. Captures of the misaligned / aligned / base organisms on the probe questions (`emis.probe.role_activations`,
+1. Captures of the misaligned / aligned / base organisms on the probe questions (`emis.configured.role_activations`,
    reused from the activation cache) -> `calibrate` insecure vs secure, and the control secure vs base at the
    same layer; the EM monitor's flag rate on the base model's held-out rows too.
 2. The insecure fine-tune is re-run from the base with the organisms' own corpus, finetune config and seed,
@@ -14,32 +14,30 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from emis.configured import ROLES, model_spec, monitor_config, organism_questions, role_activations
 from emis.io import atomic_write_json
 from emis.monitor import (
-    LogFn, MonitorCallback, MonitorConfig, calibrate, pearson_with_interval, plot_curve, plot_roc,
+    LogFn,
+    MonitorCallback,
+    calibrate,
+    pearson_with_interval,
+    rate_interval,
+    plot_curve,
+    plot_roc,
 )
 from emis.organisms.build import corpus_for, family_config, finetune_steps
 from emis.organisms.sample import SamplingConfig
 from emis.organisms.train import encode, train
-from emis.probe import ROLES, model_spec, organism_questions, role_activations
-from emis.separation import _interval
 
 log = logging.getLogger(__name__)
-
-
-def monitor_config(cfg: DictConfig) -> MonitorConfig:
-    """The calibration keys of the `monitor` config group."""
-    keys = {f.name for f in fields(MonitorConfig)}
-    return MonitorConfig(**{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in keys})
 
 
 def curve_points(steps: int, every: int) -> list[int]:
@@ -84,9 +82,7 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
              title=f"{cfg.model.family}: monitor at layer {monitor.layer}, held-out ROC")
     test_rows = em.split.neg["test"]  # paired split: the same questions for every role
     base_flags = monitor.flag(monitor.project(acts["base"].subset(test_rows)))
-    rng = np.random.default_rng(mcfg.seed + 3)
-    base_ci = _interval(base_flags[rng.integers(0, len(base_flags), (mcfg.n_bootstrap, len(base_flags)))].mean(1),
-                        mcfg.ci_level)
+    base_ci = rate_interval(base_flags, mcfg.n_bootstrap, mcfg.seed + 3, mcfg.ci_level)
 
     # 2. The insecure fine-tune from the base, measured along the way (and the secure one as its control).
     root = Path(cfg.paths.organisms).expanduser()

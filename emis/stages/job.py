@@ -4,7 +4,6 @@ Every entry point in experiments/ is `run_job(cfg, <stage function>)`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -14,7 +13,7 @@ from typing import Any, Callable
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from emis.io import ArtifactError, atomic_write_json
+from emis.io import ArtifactError, atomic_write_json, content_hash
 from emis.judges.llm import JudgeError
 from emis.tracking import redact, track
 
@@ -30,7 +29,7 @@ def config_key(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for volatile in ("hydra", "logger"):
         data.pop(volatile, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return content_hash(data)
 
 
 def completed(out: Path, key: str) -> dict[str, Any] | None:

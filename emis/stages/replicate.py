@@ -9,10 +9,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from emis.organisms.build import build_all
-from emis.probe import run_probe
 from emis.report import write_report
-from emis.steer import run_steer
-from emis.transfer import run_transfer
+from emis.stages.probe import run_probe
+from emis.stages.steer import run_steer
+from emis.stages.transfer import run_transfer
 
 log = logging.getLogger(__name__)
 

@@ -13,20 +13,18 @@ Intervals: percentile bootstrap over held-out rows, resampled within each class 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from emis.capture import ActivationSet
-from emis.io import atomic_file
+from emis.activations import ActivationSet
+from emis.stats import auroc, bootstrap_ci, pooled_mean
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,10 @@ class SeparationResult:
     def to_dict(self) -> dict[str, Any]:
         return {k: [list(v) for v in val] if k.endswith("_ci") else val for k, val in asdict(self).items()}
 
+    def plot(self, control: "SeparationResult | None" = None) -> Figure:
+        """Every metric against layer with its interval shaded; `control` dashed beside it (`plot_separation`)."""
+        return plot_separation(self, control)
+
 
 def heldout_split(y: np.ndarray, test_size: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, held-out) row indices: whole groups (a question's misaligned and aligned rows) go to one side
@@ -69,26 +71,6 @@ def heldout_split(y: np.ndarray, test_size: float, seed: int, groups: np.ndarray
     else:
         train, test = next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(y, y, groups))
     return np.sort(train), np.sort(test)
-
-
-def _bootstrap_rows(y_test: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, int]:
-    """[n, n_test] resampled held-out row indices, positives first; and the number of positives per resample."""
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y_test == 1), np.flatnonzero(y_test == 0)
-    rows = np.concatenate([rng.choice(pos, (n, len(pos))), rng.choice(neg, (n, len(neg)))], axis=1)
-    return rows, len(pos)
-
-
-def _auroc_rows(scores: np.ndarray, n_pos: int) -> np.ndarray:
-    """AUROC of each row of [n, m] scores whose first n_pos columns are positives (Mann-Whitney, ties halved)."""
-    ranks = rankdata(scores, axis=1)
-    n_neg = scores.shape[1] - n_pos
-    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: SeparationConfig,
@@ -107,7 +89,12 @@ def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: Separa
     smallest = min(np.bincount(y_tr, minlength=2))
     if smallest < cfg.cv_folds or min(np.bincount(y_te, minlength=2)) < 1:
         raise ValueError(f"too few rows: each class needs >= {cfg.cv_folds} train rows (cv_folds) and >= 1 held-out row")
-    boot, n_pos = _bootstrap_rows(y_te, cfg.n_bootstrap, cfg.seed)
+    pos_te = y_te == 1
+
+    def interval(statistic, values: np.ndarray) -> tuple[float, float]:
+        """Stratified bootstrap (each class resampled within itself) of a statistic of held-out positives, negatives."""
+        return bootstrap_ci((values[pos_te], values[~pos_te]), statistic, cfg.ci_level, cfg.n_bootstrap, cfg.seed)
+
     folds = (StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed) if groups is None else
              list(StratifiedGroupKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed).split(train, y_tr, groups[train])))
     out: dict[str, list] = {k: [] for k in ("accuracy", "accuracy_ci", "auroc", "auroc_ci", "probe_accuracy",
@@ -128,11 +115,11 @@ def separate_arrays(x: np.ndarray, y: np.ndarray, layers: list[int], cfg: Separa
         ).fit(xl[train], y_tr)
         probe_correct = probe.predict(xl[test]) == y_te
         out["accuracy"].append(float(correct.mean()))
-        out["accuracy_ci"].append(_interval(correct[boot].mean(1), cfg.ci_level))
+        out["accuracy_ci"].append(interval(pooled_mean, correct))
         out["auroc"].append(float(roc_auc_score(y_te, s[test])))
-        out["auroc_ci"].append(_interval(_auroc_rows(s[test][boot], n_pos), cfg.ci_level))
+        out["auroc_ci"].append(interval(auroc, s[test]))
         out["probe_accuracy"].append(float(probe_correct.mean()))
-        out["probe_accuracy_ci"].append(_interval(probe_correct[boot].mean(1), cfg.ci_level))
+        out["probe_accuracy_ci"].append(interval(pooled_mean, probe_correct))
         out["threshold"].append(float(threshold))
         out["probe_c"].append(float(np.ravel(probe[-1].C_)[0]))
     return SeparationResult(layers=list(layers), n_train=len(train), n_test=len(test), config=asdict(cfg), **out)
@@ -154,9 +141,8 @@ METRICS = (("accuracy", "projection accuracy"), ("auroc", "AUROC"), ("probe_accu
 
 
 def plot_separation(
-    result: SeparationResult, control: SeparationResult | None, path: str | Path,
-    labels: tuple[str, str] = ("EM contrast", "control"),
-) -> None:
+    result: SeparationResult, control: SeparationResult | None = None, labels: tuple[str, str] = ("EM contrast", "control"),
+) -> Figure:
     """PNG of every metric against layer: the EM contrast solid with its intervals shaded, the control dashed."""
     fig = Figure(figsize=(9.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -170,5 +156,4 @@ def plot_separation(
     ax.set(xlabel="decoder layer (residual output)", ylabel="held-out score", ylim=(0.0, 1.02),
            xticks=result.layers, title="Separation of misaligned vs aligned activations")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    return fig

@@ -9,11 +9,10 @@ same rule as within-model steering.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -23,19 +22,17 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
-from emis.capture import ActivationSet
+from emis.activations import ActivationSet
+from emis.configured import coherence_rule
 from emis.directions import ControlFamilySet, as_family, diff_in_means, random_directions
-from emis.evaluation import EvalSet, evaluation_sampling, evaluation_set
-from emis.io import atomic_file
-from emis.judges.llm import LLMJudge, judge_from_config
-from emis.models import LoadedModel, load_model
-from emis.probe import model_spec, role_activations
-from emis.steer import (
-    SweepOutcome, WriteMatch, best_point, coherence_rule, generation_cache, load_scorer, matched_controls, measure_controls,
-    resolve_layers, run_sweep,
-)
-from emis.verdicts import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
-from emis.steering import Steering
+from emis.evaluation import EvalSet, SteeringTarget
+from emis.generation import Steering
+from emis.judges.llm import LLMJudge
+from emis.models import LoadedModel, resolve_layers
+from emis.organisms.sample import SamplingConfig
+from emis.stats import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
+from emis.sweep import CoherenceRule, SweepOutcome, best_point, run_sweep
+from emis.write_matching import WriteMatch, matched_controls, measure_controls
 
 log = logging.getLogger(__name__)
 
@@ -107,32 +104,55 @@ class Receiver:
     native_random: dict[tuple[float, float], ControlFamily]  # (α, real write) -> receiver-native random directions there
 
 
+@dataclass(frozen=True)
+class TransferSettings:
+    """What shapes the transfer matrix: the `transfer` group, and the steering rules it shares with `steer`."""
+
+    layer: int  # negative counts from the end
+    alphas: list[float]  # 0 included
+    rescale: str  # native_norm | mapped
+    fit_on: list[str]  # the roles whose captures pair the two spaces
+    map: MapConfig
+    n_mapped_random: int
+    n_native_random: int
+    seed: int  # the control directions' seed
+    mode: str
+    where: str
+    ci_level: float
+    n_bootstrap: int
+    selection_share: float
+    selection_seed: int
+    coherence: CoherenceRule
+    match: WriteMatch
+
+    @classmethod
+    def from_config(cls, t: DictConfig, s: DictConfig) -> "TransferSettings":
+        """From the `transfer` (t) and `steer` (s) config groups."""
+        m = t.map
+        return cls(int(t.layer), sorted({0.0, *(float(a) for a in t.alphas)}), str(t.rescale), [str(r) for r in m.fit_on],
+                   MapConfig(str(m.kind), tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed)),
+                   int(t.controls.n_mapped_random), int(t.controls.n_native_random), int(t.controls.seed), str(s.mode),
+                   str(s.where), float(s.ci_level), int(s.n_bootstrap), float(s.selection.share), int(s.selection.seed),
+                   coherence_rule(s), WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+
+
 class TransferRun:
-    """The configured stage: steering settings, map settings and every model's captures."""
+    """Pairs into receivers under one set of settings; receivers' unsteered and native results are shared."""
 
-    def __init__(self, cfg: DictConfig, judge: LLMJudge | None = None):
-        self.cfg, self.t, self.steer, self.judge = cfg, cfg.transfer, cfg.steer, judge
-        self.sampling = evaluation_sampling(cfg, int(self.t.max_new_tokens))
-        m = self.t.map
-        self.map_cfg = MapConfig(m.kind, tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed))
-        self.alphas = sorted({0.0, *(float(a) for a in self.t.alphas)})
+    def __init__(self, settings: TransferSettings, sampling: SamplingConfig, cache_dir: Path | None = None,
+                 judge: LLMJudge | None = None):
+        self.s, self.sampling, self.cache, self.judge = settings, sampling, cache_dir, judge
+        self.alphas = settings.alphas
         self.zero = self.alphas.index(0.0)
-        self.seed = int(self.t.controls.seed)
-        self.cache = generation_cache(cfg)
-        self.match = WriteMatch(**OmegaConf.to_container(self.steer.match, resolve=True))
-        self.rule = coherence_rule(self.steer)
+        self.seed = settings.seed
         self.rows: dict[str, int] = {}  # per model: the row of its transfer layer among the captured layers
-
-    def activations(self, name: str) -> dict[str, ActivationSet]:
-        """The three roles' captures of one configured model on the paired (probe) questions, cached."""
-        return role_activations(self.cfg, self.cfg.models[name])[0]
 
     def layer(self, model: LoadedModel, acts: dict[str, ActivationSet]) -> tuple[int, int]:
         """`transfer.layer` resolved against the model's layers, and its row among the captured layers."""
-        layer = resolve_layers(int(self.t.layer), model.n_layers)[0]
+        layer = resolve_layers(self.s.layer, model.n_layers, "transfer.layer")[0]
         captured = acts["misaligned"].layers
         if layer not in captured:
-            raise ValueError(f"transfer.layer={self.t.layer} is layer {layer} of {model.n_layers}, which was not captured "
+            raise ValueError(f"transfer.layer={self.s.layer} is layer {layer} of {model.n_layers}, which was not captured "
                              f"(captured: {captured}); set capture.layers to include it")
         return layer, captured.index(layer)
 
@@ -141,19 +161,18 @@ class TransferRun:
         return run_sweep(model, scorer, evals, steerings, self.sampling, self.cache, self.judge)
 
     def _steering(self, layer: int, v: torch.Tensor, alpha: float) -> Steering:
-        return Steering({layer: v}, alpha, mode=self.steer.mode, where=self.steer.where)
+        return Steering({layer: v}, alpha, mode=self.s.mode, where=self.s.where)
 
     def _choose(self, evals: EvalSet, split: QuestionSplit, unsteered: SweepOutcome, steered: SweepOutcome) -> int:
         """Index into `alphas` chosen on the selection split (unsteered = α 0, then `steered` holds the others in order)."""
         rows = evals.rows_of(split.select)
         clusters = [evals.ids[int(evals.units[i])] for i in rows]
         rates = [float(unsteered.spill[0][split.select].mean())] + [float(x[split.select].mean()) for x in steered.spill]
-        admissible = [True] + [self.rule.admissible(steered, k, unsteered, 0, rows, clusters) for k in range(len(steered.spill))]
+        admissible = [True] + [self.s.coherence.admissible(steered, k, unsteered, 0, rows, clusters) for k in range(len(steered.spill))]
         return best_point(self.alphas, {0: rates}, {0: admissible})[1]
 
     def _ci(self, evals: EvalSet, split: QuestionSplit, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-        return reduction_ci(before, after, [evals.ids[u] for u in split.report], float(self.steer.ci_level),
-                            int(self.steer.n_bootstrap), self.seed)
+        return reduction_ci(before, after, [evals.ids[u] for u in split.report], self.s.ci_level, self.s.n_bootstrap, self.seed)
 
     def _after(self, r: Receiver, sweep: SweepOutcome, b: int) -> np.ndarray:
         return r.unsteered if b == self.zero else sweep.spill[b - 1][r.split.report]
@@ -163,26 +182,24 @@ class TransferRun:
         """`families` steered on the receiver's report split at `alpha`, each write-matched to `real_write`."""
         report = r.evals.subset(r.split.report)
         unsteered = r.unsteered_outcome.subset(r.split.report, r.evals.rows_of(r.split.report))
-        names, out = matched_controls(r.model, r.scorer, report, families, real, r.layer, alpha, self.steer.mode,
-                                      self.steer.where, real_write, unsteered, self.sampling, self.cache, self.match)
+        names, out = matched_controls(r.model, r.scorer, report, families, real, r.layer, alpha, self.s.mode,
+                                      self.s.where, real_write, unsteered, self.sampling, self.cache, self.s.match)
         return measure_controls(names, out, r.unsteered)
 
     def native_random(self, r: Receiver, alpha: float, real_write: float) -> ControlFamily:
         """Receiver-native random directions at `alpha`, write-matched to `real_write` (memoised per receiver)."""
         key = (alpha, real_write)
         if key not in r.native_random:
-            fam = {"native_random": as_family(random_directions(r.model.d_model, int(self.t.controls.n_native_random), self.seed + 1), r.native)}
+            fam = {"native_random": as_family(random_directions(r.model.d_model, self.s.n_native_random, self.seed + 1), r.native)}
             r.native_random[key] = self.controls(r, fam, r.native, alpha, real_write)["native_random"]
         return r.native_random[key]
 
-    def receiver(self, name: str, acts: dict[str, ActivationSet]) -> Receiver:
+    def receiver(self, name: str, m: SteeringTarget) -> Receiver:
         """Unsteered and native steering in the receiver, α chosen on the selection split, reported on the other."""
-        model = load_model(model_spec(self.cfg.models[name], "misaligned"))
-        scorer = load_scorer(self.cfg.models[name], self.steer.coherence_scorer, model)
+        model, scorer, acts, evals = m.model, m.scorer, m.acts, m.evals
         layer, row = self.layer(model, acts)
         native = diff_in_means(acts["misaligned"], acts["aligned"]).layer(layer)
-        evals = evaluation_set(self.cfg, model.tokenizer, int(self.t.n_prompts))
-        split = split_questions(evals.ids, float(self.steer.selection.share), int(self.steer.selection.seed))
+        split = split_questions(evals.ids, self.s.selection_share, self.s.selection_seed)
         sweep = self._steer(model, scorer, evals, [self._steering(layer, native, a) for a in self.alphas])
         unsteered = sweep.pick([self.zero])
         b = self._choose(evals, split, unsteered, sweep.pick([k for k in range(len(self.alphas)) if k != self.zero]))
@@ -201,12 +218,12 @@ class TransferRun:
         # Paired rows: the same questions through the donor's and the receiver's models of `transfer.map.fit_on`.
         # Fitting on rows that hold both sides of the EM contrast would let the map learn the receiver's own
         # contrast, and any donor direction would come out as the receiver's native one.
-        roles = list(self.t.map.fit_on)
+        roles = self.s.fit_on
         x = np.concatenate([donor_acts[k].activations[:, d_row].double().numpy() for k in roles])
         y = np.concatenate([receiver_acts[k].activations[:, r.row].double().numpy() for k in roles])
-        fitted = fit_map(x, y, self.map_cfg)
+        fitted = fit_map(x, y, self.s.map)
         raw = fitted.push(d_em.vectors[d_row])
-        norm = r.native.norm() if self.t.rescale == "native_norm" else raw.norm()
+        norm = r.native.norm() if self.s.rescale == "native_norm" else raw.norm()
         mapped = raw / raw.norm().clamp_min(1e-12) * norm
         steered = [a for a in self.alphas if a != 0.0]
         sweep = self._steer(r.model, r.scorer, r.evals, [self._steering(r.layer, mapped, a) for a in steered])
@@ -215,7 +232,7 @@ class TransferRun:
         reduction, ci = effect_points(r.unsteered, after), self._ci(r.evals, r.split, r.unsteered, after)
         alpha = self.alphas[b]
         families = {
-            "mapped_random": as_family(torch.stack([fitted.push(v) for v in random_directions(x.shape[1], int(self.t.controls.n_mapped_random), self.seed)]), mapped),
+            "mapped_random": as_family(torch.stack([fitted.push(v) for v in random_directions(x.shape[1], self.s.n_mapped_random, self.seed)]), mapped),
             "mapped_wrong_layer": as_family(torch.stack([fitted.push(d_em.vectors[i]) for i in range(len(d_em.layers)) if i != d_row]), mapped),
         }
         report_rows = r.evals.rows_of(r.split.report)
@@ -238,7 +255,7 @@ class TransferRun:
         }
 
 
-def plot_matrix(path: Path, names: list[str], pairs: list[dict[str, Any]], native: dict[str, float]) -> None:
+def plot_matrix(names: list[str], pairs: list[dict[str, Any]], native: dict[str, float]) -> Figure:
     """Heatmap of suppression (points) donor x receiver; the diagonal holds native steering; * marks `specific`."""
     grid = np.full((len(names), len(names)), np.nan)
     for name in names:
@@ -256,32 +273,42 @@ def plot_matrix(path: Path, names: list[str], pairs: list[dict[str, Any]], nativ
             ax.text(j, i, text, ha="center", va="center", color="w", fontsize=8)
     ax.set(xticks=range(len(names)), xticklabels=names, yticks=range(len(names)), yticklabels=names,
            xlabel="receiver", ylabel="donor", title="Transfer of EM directions (* = specific)")
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    return fig
 
 
-def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The transfer matrix over every ordered pair of `transfer.models`, with donor/receiver scores."""
-    names = list(cfg.transfer.models)
+@dataclass
+class TransferResult:
+    """The transfer matrix: its `metrics.json` fields (`to_dict`) and its heatmap (`plot`)."""
+
+    metrics: dict[str, Any]
+
+    @property
+    def pairs(self) -> list[dict[str, Any]]:
+        return self.metrics["pairs"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.metrics
+
+    def plot(self) -> Figure:
+        m = self.metrics
+        return plot_matrix(m["models"], m["pairs"], {n: v["reduction_points"] for n, v in m["native"].items()})
+
+
+def transfer_matrix(models: Mapping[str, SteeringTarget], settings: TransferSettings, sampling: SamplingConfig,
+                    cache_dir: Path | None = None, judge: LLMJudge | None = None, self_check: bool = False) -> TransferResult:
+    """Every ordered pair of `models` (donor -> receiver), with donor/receiver scores; `self_check` also maps each
+    model onto itself, which must recover its native direction and suppression: a check of the whole path."""
+    names = list(models)
     if len(names) < 2:
-        raise ValueError("transfer.models needs at least two models")
-    unknown = [n for n in names if n not in cfg.models]
-    if unknown:
-        raise ValueError(f"transfer.models names {unknown}, not configured under `models` ({list(cfg.models)})")
-    judge = judge_from_config(cfg.judge)
-    with judge or nullcontext():
-        run = TransferRun(cfg, judge)
-        acts = {n: run.activations(n) for n in names}
-        receivers = {n: run.receiver(n, acts[n]) for n in names}
-        pairs = [run.pair(d, acts[d], receivers[r], acts[r]) for d, r in permutations(names, 2)]
-        # A model mapped onto itself must recover its native direction and suppression: a check of the whole path.
-        self_pairs = [run.pair(n, acts[n], receivers[n], acts[n]) for n in names] if cfg.transfer.self_check else []
-    native = {n: r.native_reduction for n, r in receivers.items()}
-    plot_matrix(out / "transfer_matrix.png", names, pairs, native)
+        raise ValueError("transfer needs at least two models")
+    run = TransferRun(settings, sampling, cache_dir, judge)
+    receivers = {n: run.receiver(n, models[n]) for n in names}
+    pairs = [run.pair(d, models[d].acts, receivers[r], models[r].acts) for d, r in permutations(names, 2)]
+    self_pairs = [run.pair(n, models[n].acts, receivers[n], models[n].acts) for n in names] if self_check else []
     donor_score = {n: float(np.mean([p["reduction_points"] for p in pairs if p["donor"] == n])) for n in names}
     receiver_score = {n: float(np.mean([p["reduction_points"] for p in pairs if p["receiver"] == n])) for n in names}
     by_pair = {(p["donor"], p["receiver"]): p["reduction_points"] for p in pairs}
-    return {
+    return TransferResult({
         "models": names,
         "pairs": pairs,
         "donor_score": donor_score,
@@ -294,4 +321,4 @@ def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
                        "layer": r.layer, "unsteered_spillover": float(r.unsteered.mean()), "selection": r.split.to_dict()}
                    for n, r in receivers.items()},
         "self_transfer": self_pairs,
-    }
+    })

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +10,8 @@ from typing import Any, Literal, Sequence
 import torch
 
 from emis import __version__
-from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
-from emis.models import LoadedModel, residual, traced_batches
+from emis.io import ArtifactError, content_hash, load_tensor_artifact, save_tensor_artifact
+from emis.models import LoadedModel, residual, resolve_layers, traced_batches
 
 log = logging.getLogger(__name__)
 Position = Literal["last_prompt", "response_mean"]
@@ -73,17 +71,6 @@ class ActivationSet:
                        meta["model"], meta["emis_version"])
         except (KeyError, ValueError) as err:
             raise ArtifactError(f"{path}.json does not describe {path}.safetensors: {err}") from None
-
-
-def normalise_layers(layers: Literal["all"] | Sequence[int], n_layers: int) -> list[int]:
-    """Sorted distinct layer indices (negative ones count from the end); nnsight must visit layers in order."""
-    if isinstance(layers, str) and layers != "all":
-        raise ValueError(f"layers must be 'all' or a list of indices, got {layers!r}")
-    wanted = range(n_layers) if layers == "all" else layers
-    out = sorted({i + n_layers if i < 0 else i for i in wanted})
-    if not out or out[0] < 0 or out[-1] >= n_layers:
-        raise ValueError(f"layers {layers!r} are not valid indices for a model with {n_layers} layers")
-    return out
 
 
 def encode_texts(model: LoadedModel, prompts: list[str], responses: list[str] | None) -> tuple[dict, torch.Tensor | None]:
@@ -154,7 +141,7 @@ def capture_residuals(
         raise ValueError(f"{len(responses)} responses for {len(prompts)} prompts")
     if not prompts:
         raise ValueError("no prompts to capture")
-    layer_ids = normalise_layers(layers, model.n_layers)
+    layer_ids = resolve_layers(layers, model.n_layers)
     batches = []
     for start in range(0, len(prompts), batch_size):
         batch_resp = None if responses is None else responses[start : start + batch_size]
@@ -176,7 +163,7 @@ def cache_key(
 ) -> str:
     """sha256 of everything that determines the activations: spec, weights identity, texts, position, layers."""
     parts = [model.spec.to_dict(), model.weights_id, prompts, responses, position, layers]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return content_hash(parts)
 
 
 def capture_cached(
@@ -192,7 +179,7 @@ def capture_cached(
     """`capture_residuals`, reusing `<cache_dir>/<content hash>` when it exists and saving it otherwise.
 
     Returns the set and its path (`<path>.safetensors` + `<path>.json`)."""
-    layer_ids = normalise_layers(layers, model.n_layers)
+    layer_ids = resolve_layers(layers, model.n_layers)
     path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
     if path.with_name(path.name + ".safetensors").exists():
         log.info("activations cache hit: %s", path)

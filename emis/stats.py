@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+from scipy.stats import rankdata
 
 SPECIFIC, NOT_SPECIFIC = "specific", "not specific"
 ALPHA = 0.05  # the level of every tier
@@ -54,6 +55,35 @@ def effect_points(before: np.ndarray, after: np.ndarray) -> float:
     return float(100 * (np.mean(before) - np.mean(after)))
 
 
+def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], level: float, n_resamples: int,
+                 seed: int, paired: bool = False, method: str = "percentile") -> tuple[float, float]:
+    """The one bootstrap of emis: scipy.stats.bootstrap of a vectorised `statistic(*samples, axis)`. `paired` resamples
+    the rows of equal-length samples together; otherwise each sample is resampled on its own, keeping its size (a
+    stratified bootstrap when the samples are classes). BCa falls back to percentile where it is undefined (a
+    resampled statistic that never varies); an interval that still cannot be formed is (nan, nan)."""
+    res = None
+    for m in dict.fromkeys((method, "percentile")):
+        res = stats.bootstrap(tuple(np.asarray(x, float) for x in samples), statistic, paired=paired, vectorized=True,
+                              n_resamples=n_resamples, confidence_level=level, method=m, random_state=np.random.default_rng(seed))
+        if np.all(np.isfinite(res.confidence_interval)):
+            break
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def pooled_mean(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The mean over the rows of all samples together (e.g. accuracy from the per-class correct flags)."""
+    return sum(x.sum(axis) for x in samples) / sum(x.shape[axis] for x in samples)
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUROC of positive over negative scores along `axis` (Mann-Whitney U / (n_pos n_neg), ties counted half)."""
+    pos, neg = np.moveaxis(positive, axis, -1), np.moveaxis(negative, axis, -1)
+    ranks = rankdata(np.concatenate([pos, neg], axis=-1), axis=-1)
+    n_pos, n_neg = pos.shape[-1], neg.shape[-1]
+    return (ranks[..., :n_pos].sum(-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def cluster_bootstrap_ci(per_unit: Sequence[np.ndarray], clusters: Sequence[str], statistic: Callable[..., np.ndarray],
                          level: float, n_resamples: int, seed: int) -> tuple[float, float]:
     """BCa interval (scipy.stats.bootstrap) of a statistic of per-cluster sums, resampling question clusters paired.
@@ -71,14 +101,7 @@ def cluster_bootstrap_ci(per_unit: Sequence[np.ndarray], clusters: Sequence[str]
     jack = np.array([statistic(*(np.delete(x, i)[None] for x in sums), axis=-1)[0] for i in range(names.size)])
     if np.allclose(jack, jack[0]):
         return point, point  # the statistic does not vary with the clusters drawn: nothing to resample
-    res = None
-    for method in ("BCa", "percentile"):  # BCa is undefined when a resampled statistic never varies
-        res = stats.bootstrap(sums, statistic, paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=level,
-                              method=method, random_state=np.random.default_rng(seed))
-        if np.all(np.isfinite(res.confidence_interval)):
-            break
-    lo, hi = res.confidence_interval
-    return float(lo), float(hi)
+    return bootstrap_ci(sums, statistic, level, n_resamples, seed, paired=True, method="BCa")
 
 
 def reduction_ci(before: np.ndarray, after: np.ndarray, clusters: Sequence[str], level: float,
