@@ -14,6 +14,7 @@ from emis.api import (  # noqa: E402
 )
 from emis.directions import DirectionSet, diff_in_means  # noqa: E402
 from emis.monitor import Calibration, Monitor  # noqa: E402
+from emis.schemas import register_schemas  # noqa: E402
 from emis.separability import SeparationResult  # noqa: E402
 from emis.steering import SteerResult  # noqa: E402
 from emis.transfer_matrix import TransferResult  # noqa: E402
@@ -21,3 +22,5 @@ from emis.transfer_matrix import TransferResult  # noqa: E402
 __all__ = ["ActivationSet", "Calibration", "DirectionSet", "ModelPair", "Monitor", "PairActivations", "SeparationResult",
            "SteerResult", "TransferResult", "calibrate_monitor", "capture", "config", "configure", "diff_in_means",
            "load_pair", "questions", "separation", "steer", "transfer"]
+
+register_schemas()

@@ -15,12 +15,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from emis.activations import ActivationSet, capture_residuals
-from emis.configured import model_spec, monitor_config, organism_questions
+from emis.configured import evaluation_sampling, model_spec, monitor_config, organism_questions
 from emis.directions import DirectionSet
 from emis.evaluation import EvalSet, SteeringTarget
 from emis.models import LoadedModel, load_model, resolve_layers
 from emis.monitor import Calibration, Monitor, calibrate
-from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.organisms.sample import chat_prompt
 from emis.separability import SeparationConfig, SeparationResult
 from emis.separability import separation as _separation
 from emis.steering import SteerResult, SteerSettings, steer_experiment
@@ -99,18 +99,32 @@ def separation(misaligned: ActivationSet, aligned: ActivationSet, **settings: An
 def steer(pair: ModelPair, directions: DirectionSet, layer: int | str | Sequence[int], alphas: Sequence[float],
           questions: Sequence[str], activations: PairActivations | None = None, cache_dir: str | Path | None = None,
           **settings: Any) -> SteerResult:
-    """Steer the misaligned model with the EM direction against write-matched controls; `steer` group defaults,
-    overridden by `settings` (e.g. `mode="subtract"`, `sampling={"max_new_tokens": 16}`). Controls are built
-    from the activations the directions came from: `activations`, or those `diff_in_means` kept (the base
-    model is then captured on their prompts)."""
-    s = OmegaConf.merge(config().steer, {"alphas": [float(a) for a in alphas]}, settings)
+    """Steer the misaligned model with the EM direction against write-matched controls; the config's defaults,
+    overridden by `settings` (`_with_settings`: e.g. `mode="subtract"`, `sampling={"max_new_tokens": 16}`,
+    `controls={"n_random": 99}`). Controls are built from the activations the directions came from: `activations`,
+    or those `diff_in_means` kept (the base model is then captured on their prompts)."""
+    cfg = _with_settings("steer", {"alphas": [float(a) for a in alphas], **settings})
     acts = activations or _sources(pair, directions)
     layers = resolve_layers(layer if isinstance(layer, (int, str)) else list(layer), pair.misaligned.n_layers, "layer")
     model = pair.misaligned
-    scorer = _scorer(pair, str(s.coherence_scorer))
-    sampling = SamplingConfig(**OmegaConf.to_container(s.sampling, resolve=True))
+    scorer = _scorer(pair, str(cfg.steer.coherence_scorer))
     return steer_experiment(pair.name, model, scorer, acts.as_dict(), _evals(model, questions), layers,
-                            SteerSettings.from_config(s), sampling, None if cache_dir is None else Path(cache_dir))
+                            SteerSettings.from_config(cfg.steer, cfg.selection, cfg.controls), evaluation_sampling(cfg),
+                            None if cache_dir is None else Path(cache_dir))
+
+
+GROUPS = ("eval", "selection", "controls", "steer", "transfer")
+
+
+def _with_settings(stage: str, settings: Mapping[str, Any]) -> DictConfig:
+    """The config with one call's settings merged: a key naming a group (eval, selection, controls, steer, transfer)
+    merges into that group, `sampling` into eval.sampling, any other key into the `stage` group. A key the config
+    does not have is an error."""
+    cfg = config()
+    for key, value in settings.items():
+        group, value = (key, value) if key in GROUPS else ("eval", {"sampling": value}) if key == "sampling" else (stage, {key: value})
+        cfg[group] = OmegaConf.merge(cfg[group], value)
+    return cfg
 
 
 def _evals(model: LoadedModel, questions: Sequence[str]) -> EvalSet:
@@ -127,22 +141,21 @@ def _scorer(pair: ModelPair, role: str) -> LoadedModel:
 
 
 def transfer(pairs: Mapping[str, ModelPair], activations: Mapping[str, PairActivations], questions: Sequence[str],
-             steer_settings: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None, **settings: Any) -> TransferResult:
+             cache_dir: str | Path | None = None, **settings: Any) -> TransferResult:
     """The transfer matrix: each pair's EM direction mapped (ridge, fitted on the `transfer.map.fit_on` roles'
     captures of the same questions: `activations`, from `emis.capture`) into every other pair's misaligned model and
-    steered there on `questions`, against write-matched mapped and native controls. `transfer` group defaults,
-    overridden by `settings` (e.g. `layer=-1`, `alphas=[1.0]`); `steer_settings` overrides the steering rules it shares
-    (mode, selection, coherence, intervals)."""
-    cfg = config()
-    t = OmegaConf.merge(cfg.transfer, settings)
-    s = OmegaConf.merge(cfg.steer, steer_settings or {})
+    steered there on `questions`, against write-matched mapped and native controls. The config's defaults,
+    overridden by `settings` (`_with_settings`: e.g. `layer=-1`, `alphas=[1.0]`, `steer={"mode": "subtract"}` for
+    the steering rules it shares)."""
+    cfg = _with_settings("transfer", settings)
+    t, s = cfg.transfer, cfg.steer
     missing = [n for n in pairs if n not in activations]
     if missing:
         raise ValueError(f"emis.transfer needs the captures of every pair: {missing} missing from activations")
     models = {n: SteeringTarget(p.misaligned, _scorer(p, str(s.coherence_scorer)), activations[n].as_dict(),
                                _evals(p.misaligned, questions)) for n, p in pairs.items()}
-    sampling = SamplingConfig(**(OmegaConf.to_container(s.sampling, resolve=True) | {"max_new_tokens": int(t.max_new_tokens)}))
-    return transfer_matrix(models, TransferSettings.from_config(t, s), sampling, None if cache_dir is None else Path(cache_dir),
+    return transfer_matrix(models, TransferSettings.from_config(t, s, cfg.selection, cfg.controls),
+                           evaluation_sampling(cfg, int(t.max_new_tokens)), None if cache_dir is None else Path(cache_dir),
                            self_check=bool(t.self_check))
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from emis.activations import ActivationSet, capture_cached
+from emis.directions import ControlConfig
 from emis.evaluation import EvalSet, SteeringTarget, templated
 from emis.models import LoadedModel, ModelSpec, load_model
 from emis.monitor import MonitorConfig
@@ -41,7 +42,12 @@ def load_scorer(model_cfg: DictConfig, role: str, model: LoadedModel) -> LoadedM
 
 def coherence_rule(s: DictConfig) -> CoherenceRule:
     """The α rule of the `steer` config (its tolerance, and the interval's level, resamples and seed)."""
-    return CoherenceRule(float(s.coherence_tolerance), float(s.ci_level), int(s.n_bootstrap), int(s.controls.seed))
+    return CoherenceRule(float(s.coherence_tolerance), float(s.ci_level), int(s.n_bootstrap), int(s.bootstrap_seed))
+
+
+def control_config(controls: DictConfig) -> ControlConfig:
+    """The `controls` group as its dataclass (the group's structured-config schema)."""
+    return OmegaConf.to_object(controls) if OmegaConf.is_config(controls) else controls
 
 
 ROLES = ("misaligned", "aligned", "base")
@@ -137,9 +143,9 @@ def default_judge_prompts(cfg: DictConfig) -> dict[str, str]:
 def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int) -> EvalSet:
     """The configured evaluation questions, chat-templated for `tok`, one row per generation."""
     if cfg.eval.questions is None:
-        s = cfg.steer
-        questions = organism_questions(cfg, s.prompts, n_prompts, int(s.prompt_seed))
-        samples = int(s.samples_per_prompt)
+        e = cfg.eval
+        questions = organism_questions(cfg, e.prompts, n_prompts, int(e.prompt_seed))
+        samples = int(e.samples_per_prompt)
         prompts = [chat_prompt(tok, q) for q in questions for _ in range(samples)]
         judge = default_judge_prompts(cfg)
         return EvalSet(prompts, np.repeat(np.arange(len(questions)), samples), questions,
@@ -159,12 +165,10 @@ def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int
 
 
 def evaluation_sampling(cfg: DictConfig, max_new_tokens: int | None = None) -> SamplingConfig:
-    """Steering's sampling settings; a question file brings the study's temperature and answer length (`eval`)."""
-    values = OmegaConf.to_container(cfg.steer.sampling, resolve=True)
+    """How evaluation answers are sampled (`eval.sampling`), with another answer length where a stage sets one."""
+    values = OmegaConf.to_container(cfg.eval.sampling, resolve=True)
     if max_new_tokens is not None:
         values["max_new_tokens"] = max_new_tokens
-    if cfg.eval.questions is not None:
-        values |= {"temperature": float(cfg.eval.temperature), "max_new_tokens": int(cfg.eval.max_new_tokens)}
     return SamplingConfig(**values)
 
 

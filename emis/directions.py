@@ -84,15 +84,28 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> Directio
 
 
 @dataclass(frozen=True)
+class WriteMatch:
+    """How ablate-mode controls are matched to the real write: the tolerated relative miss per control, and how
+    many rounds of rescaling by the measured write (each reruns only the controls that missed)."""
+
+    tolerance: float
+    rounds: int
+
+
+@dataclass(frozen=True)
 class ControlConfig:
-    """How many control directions of each family to draw (owned by the steering config)."""
+    """The control families and how they are matched: the `controls` config group's schema (its YAML holds the
+    values). Steering draws the first five families; transfer the mapped and native random ones."""
 
     n_random: int
     n_shuffled: int
     n_wrong_layer: int
     n_wrong_layer_raw: int
     n_secure_vs_base: int
+    n_mapped_random: int
+    n_native_random: int
     seed: int
+    match: WriteMatch
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from jinja2.exceptions import TemplateError
@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from emis.activations import ActivationSet
 from emis.models import LoadedModel
 from emis.judges.llm import JudgeError, LLMJudge, coherence_from_judge
-from emis.organisms.sample import chat_prompt
+from emis.organisms.sample import SamplingConfig, chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class EvalSet:
 
     def __post_init__(self) -> None:
         if not self.prompts:
-            raise ValueError("the evaluation set is empty; give at least one question (steer.n_prompts, eval.questions)")
+            raise ValueError("the evaluation set is empty; give at least one question (eval.n_prompts, eval.questions)")
 
     def unit_means(self, values: Sequence[float]) -> np.ndarray:
         """Per-unit mean of a per-row outcome (e.g. spill flags), the paired bootstrap's input."""
@@ -55,6 +55,22 @@ class EvalSet:
         renumber = {int(u): i for i, u in enumerate(units)}
         return EvalSet([self.prompts[r] for r in rows], np.array([renumber[int(self.units[r])] for r in rows]),
                        [self.questions[u] for u in units], [self.ids[u] for u in units], [self.judge_prompts[u] for u in units])
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What steered models answer and how they sample: the `eval` config group's schema (its YAML holds the
+    values). `questions` (a study file's path or URL) replaces the organisms' `prompts` when set."""
+
+    questions: Optional[str]
+    sha256: Optional[str]
+    samples_per_paraphrase: Optional[int]
+    cache_dir: str
+    prompts: str
+    n_prompts: int
+    prompt_seed: int
+    samples_per_prompt: int
+    sampling: SamplingConfig
 
 
 @dataclass

@@ -29,13 +29,13 @@ from emis.stats import auroc, bootstrap_ci, pooled_mean
 
 @dataclass(frozen=True)
 class SeparationConfig:
-    """How separation is measured (owned by the experiment config)."""
+    """How separation is measured: the `separation` config group's schema (its YAML holds the values)."""
 
     test_size: float
     seed: int
     n_bootstrap: int
     cv_folds: int
-    ci_level: float = 0.95
+    ci_level: float
 
 
 @dataclass

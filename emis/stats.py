@@ -23,6 +23,14 @@ _EPS = 1e-12  # float slack in p <= alpha (3 * 1/60 is 0.05 in exact arithmetic)
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """The selection / report split of the evaluation questions: the `selection` config group's schema."""
+
+    share: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class QuestionSplit:
     """Evaluation units (questions) split once, by cluster: (layer, α) is chosen on `select`, everything
     reported is measured on `report`."""

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emis.activations import ActivationSet
-from emis.configured import coherence_rule
-from emis.directions import ControlConfig, control_directions, diff_in_means
+from emis.configured import coherence_rule, control_config
+from emis.directions import ControlConfig, WriteMatch, control_directions, diff_in_means
 from emis.evaluation import EvalSet, mean_score
 from emis.generation import Steering, scaled_direction
 from emis.judges.llm import LLMJudge
@@ -26,7 +26,7 @@ from emis.models import LoadedModel
 from emis.organisms.sample import SamplingConfig
 from emis.stats import QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.sweep import CoherenceRule, SweepOutcome, best_point, coherence_shift_ci, run_sweep
-from emis.write_matching import WriteMatch, matched_controls, measure_controls
+from emis.write_matching import matched_controls, measure_controls
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def steering_tiers(families: dict[str, Any]) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class SteerSettings:
-    """What shapes one steering experiment, from the `steer` config group (its YAML holds every default)."""
+    """What shapes one steering experiment, from the `steer`, `selection` and `controls` config groups (their YAML
+    holds every default)."""
 
     alphas: list[float]  # the swept coefficients, 0 included
     mode: str
@@ -77,17 +78,17 @@ class SteerSettings:
     selection_seed: int
     ci_level: float
     n_bootstrap: int
+    bootstrap_seed: int
     coherence: CoherenceRule
     coherence_scorer: str
     controls: ControlConfig
     match: WriteMatch
 
     @classmethod
-    def from_config(cls, s: DictConfig) -> "SteerSettings":
+    def from_config(cls, s: DictConfig, selection: DictConfig, controls: DictConfig) -> "SteerSettings":
         return cls(sorted({0.0, *(float(a) for a in s.alphas)}), str(s.mode), str(s.where), str(s.scale),
-                   float(s.selection.share), int(s.selection.seed), float(s.ci_level), int(s.n_bootstrap), coherence_rule(s),
-                   str(s.coherence_scorer), ControlConfig(**OmegaConf.to_container(s.controls, resolve=True)),
-                   WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+                   float(selection.share), int(selection.seed), float(s.ci_level), int(s.n_bootstrap), int(s.bootstrap_seed),
+                   coherence_rule(s), str(s.coherence_scorer), control_config(controls), control_config(controls).match)
 
 
 @dataclass
@@ -158,7 +159,7 @@ def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: d
     unsteered, steered = sweep.spill[zero][split.report], sweep.spill[b][split.report]
     clusters = [evals.ids[u] for u in split.report]
     reduction = effect_points(unsteered, steered)
-    ci = reduction_ci(unsteered, steered, clusters, s.ci_level, s.n_bootstrap, s.controls.seed)
+    ci = reduction_ci(unsteered, steered, clusters, s.ci_level, s.n_bootstrap, s.bootstrap_seed)
     report_row_clusters = [evals.ids[int(evals.units[r])] for r in report_rows]
     shift_ci = coherence_shift_ci(sweep.rows[b].take(report_rows), sweep.rows[zero].take(report_rows), report_row_clusters,
                                   rule.level, rule.n_resamples, rule.seed)

@@ -17,14 +17,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.activations import ActivationSet
-from emis.configured import coherence_rule
-from emis.directions import ControlFamilySet, as_family, diff_in_means, random_directions
+from emis.configured import coherence_rule, control_config
+from emis.directions import ControlFamilySet, WriteMatch, as_family, diff_in_means, random_directions
 from emis.evaluation import EvalSet, SteeringTarget
 from emis.generation import Steering
 from emis.judges.llm import LLMJudge
@@ -32,7 +32,7 @@ from emis.models import LoadedModel, resolve_layers
 from emis.organisms.sample import SamplingConfig
 from emis.stats import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.sweep import CoherenceRule, SweepOutcome, best_point, run_sweep
-from emis.write_matching import WriteMatch, matched_controls, measure_controls
+from emis.write_matching import matched_controls, measure_controls
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class TransferSettings:
     n_mapped_random: int
     n_native_random: int
     seed: int  # the control directions' seed
+    bootstrap_seed: int
     mode: str
     where: str
     ci_level: float
@@ -126,14 +127,14 @@ class TransferSettings:
     match: WriteMatch
 
     @classmethod
-    def from_config(cls, t: DictConfig, s: DictConfig) -> "TransferSettings":
-        """From the `transfer` (t) and `steer` (s) config groups."""
-        m = t.map
+    def from_config(cls, t: DictConfig, s: DictConfig, selection: DictConfig, controls: DictConfig) -> "TransferSettings":
+        """From the `transfer` (t), `steer` (s: the steering rules it shares), `selection` and `controls` groups."""
+        m, c = t.map, control_config(controls)
         return cls(int(t.layer), sorted({0.0, *(float(a) for a in t.alphas)}), str(t.rescale), [str(r) for r in m.fit_on],
                    MapConfig(str(m.kind), tuple(float(a) for a in m.alphas), float(m.test_size), int(m.seed)),
-                   int(t.controls.n_mapped_random), int(t.controls.n_native_random), int(t.controls.seed), str(s.mode),
-                   str(s.where), float(s.ci_level), int(s.n_bootstrap), float(s.selection.share), int(s.selection.seed),
-                   coherence_rule(s), WriteMatch(**OmegaConf.to_container(s.match, resolve=True)))
+                   c.n_mapped_random, c.n_native_random, c.seed, int(s.bootstrap_seed),
+                   str(s.mode), str(s.where), float(s.ci_level), int(s.n_bootstrap), float(selection.share), int(selection.seed),
+                   coherence_rule(s), c.match)
 
 
 class TransferRun:
@@ -172,7 +173,7 @@ class TransferRun:
         return best_point(self.alphas, {0: rates}, {0: admissible})[1]
 
     def _ci(self, evals: EvalSet, split: QuestionSplit, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-        return reduction_ci(before, after, [evals.ids[u] for u in split.report], self.s.ci_level, self.s.n_bootstrap, self.seed)
+        return reduction_ci(before, after, [evals.ids[u] for u in split.report], self.s.ci_level, self.s.n_bootstrap, self.s.bootstrap_seed)
 
     def _after(self, r: Receiver, sweep: SweepOutcome, b: int) -> np.ndarray:
         return r.unsteered if b == self.zero else sweep.spill[b - 1][r.split.report]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from emis.activations import left_padded
-from emis.directions import ControlFamilySet
+from emis.directions import ControlFamilySet, WriteMatch
 from emis.evaluation import EvalSet
 from emis.generation import Steering
 from emis.models import LoadedModel, residual, traced_batches
@@ -54,19 +54,10 @@ def generation_projections(model: LoadedModel, prompts: list[str], tokens: list[
     return torch.cat(traced_batches(model, batches, _projection_rows, "control calibration", progress=False)).double().numpy()
 
 
-@dataclass(frozen=True)
-class WriteMatch:
-    """How ablate-mode controls are matched to the real write: the tolerated relative miss per control, and how
-    many rounds of rescaling by the measured write (each reruns only the controls that missed)."""
-
-    tolerance: float = 0.05
-    rounds: int = 2
-
-
 def matched_controls(model: LoadedModel, scorer: LoadedModel, evals: EvalSet, families: dict[str, ControlFamilySet],
                      real: torch.Tensor, layer: int, alpha: float, mode: str, where: str, real_write: float,
                      unsteered: SweepOutcome, sampling: SamplingConfig, cache_dir: Path | None,
-                     match: WriteMatch = WriteMatch()) -> tuple[list[str], SweepOutcome]:
+                     match: WriteMatch) -> tuple[list[str], SweepOutcome]:
     """Every control direction steered on `evals` with a measured write that matches the real steering's
     `real_write` (STATS.md section 3); returns each member's family and the outcome.
 

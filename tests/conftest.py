@@ -73,16 +73,16 @@ def compose_on_micro(config_name: str, root, outputs, extra: list[str]):
 
 
 # The smallest control families whose verdict tiers can still reach p <= 0.05 after Holm (k families: 20k - 1 each).
-LEAST_CONTROLS = [f"steer.controls.{k}=59" for k in ("n_random", "n_shuffled", "n_wrong_layer")] + [
-    "steer.controls.n_wrong_layer_raw=19", "steer.controls.n_secure_vs_base=19",
-    "transfer.controls.n_mapped_random=39", "transfer.controls.n_native_random=39"]
+LEAST_CONTROLS = [f"controls.{k}=59" for k in ("n_random", "n_shuffled", "n_wrong_layer")] + [
+    "controls.n_wrong_layer_raw=19", "controls.n_secure_vs_base=19",
+    "controls.n_mapped_random=39", "controls.n_native_random=39"]
 
 
 def micro_steer_overrides(root, outputs) -> list[str]:
     """The steering entry point on micro organisms, small enough for seconds per job."""
     return [o for o in MICRO if o.startswith("organisms.")] + [
         f"paths.organisms={root}", f"paths.outputs={outputs}", "model=organism-qwen2", "capture.n_prompts=16",
-        "steer.n_prompts=8", "steer.sampling.max_new_tokens=4", *LEAST_CONTROLS, "steer.n_bootstrap=50", "steer.mode=subtract",
+        "eval.n_prompts=8", "eval.sampling.max_new_tokens=4", *LEAST_CONTROLS, "steer.n_bootstrap=50", "steer.mode=subtract",
     ]
 
 

@@ -14,7 +14,7 @@ def micro_api(micro_organisms):
     _, root, _ = micro_organisms
     corpus = [o for o in MICRO if o.startswith("organisms.corpus") and "heldout_questions" not in o]
     emis.configure(*corpus, "organisms.corpus.heldout_questions=40", f"paths.organisms={root}",
-                   "steer.sampling.max_new_tokens=6", "steer.n_bootstrap=200")
+                   "eval.sampling.max_new_tokens=6", "steer.n_bootstrap=200")
     yield root
     emis.configure()
 

@@ -1,8 +1,10 @@
 """Every config group composes, and every entry point's primary config resolves."""
 
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import CONF, ROOT
 
@@ -30,12 +32,60 @@ def test_entry_point_configs_resolve(name):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=[f"paths.root={ROOT}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if name not in {"build_organisms", "finetune"}:
-        assert resolved["experiment"] == name
-        assert (ROOT / "experiments" / f"{name}.py").is_file()
+    assert resolved["experiment"] == name  # every entry point runs through emis.stages.job.run_job
+    assert (ROOT / "experiments" / f"{name}.py").is_file()
 
 
 def test_groups_mirror_the_stages():
     assert {"model", "experiment", "capture", "steer", "transfer", "judge", "logger", "paths"} <= set(GROUPS)
     assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} == {"probe", "steer", "transfer", "replicate"}
     assert {f"organism-{f}" for f in ("qwen2", "gemma2", "llama", "mistral")} <= {p.stem for p in (CONF / "model").glob("*.yaml")}
+
+
+
+def leaves(node, prefix=""):
+    """(dotted key, raw value) of every leaf of a config, interpolations unresolved."""
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            yield from leaves(child, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", child._value()
+
+
+def aliases(cfg) -> list[str]:
+    """Keys whose whole value is another group's setting (`a: ${other.b}`): two names for one setting. A location
+    built from settings (`${paths.organisms}/seed${organisms.seed}/...`) is derived, not an alias."""
+    out = []
+    for key, value in leaves(cfg):
+        ref = re.fullmatch(r"\$\{([^}]+)\}", value) if isinstance(value, str) else None
+        if ref and not ref.group(1).startswith((".", "oc.env:", "hydra:", "now:", "paths.")) and ref.group(1).split(".")[0] != key.split(".")[0]:
+            out.append(f"{key} = {value}")
+    return out
+
+
+@pytest.mark.parametrize("name", PRIMARIES)
+def test_each_setting_has_one_home(name):
+    """No group holds another group's setting (evaluation settings in `eval`, selection and controls in their own
+    groups, no single `model` beside `models`), and no key aliases another group's setting."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=[f"paths.root={ROOT}"])
+        planted = compose(name, overrides=[f"paths.root={ROOT}", "+planted=${paths.root}", "+copy=${experiment}" if "experiment" in cfg else "+copy=${paths.root}"])
+    for group, foreign in (("steer", {"sampling", "n_prompts", "prompts", "selection", "controls", "match"}),
+                           ("transfer", {"controls", "selection", "sampling"}), ("eval", {"temperature", "max_new_tokens"})):
+        if group in cfg:
+            assert not foreign & set(cfg[group]), (group, foreign & set(cfg[group]))
+    assert not ("model" in cfg and "models" in cfg)
+    assert aliases(cfg) == []
+    assert aliases(planted) == ([] if "experiment" not in cfg else ["copy = ${experiment}"])  # the check can fail
+
+
+def test_schemas_refuse_wrong_types_and_unknown_keys():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for bad in ("separation.n_bootstrap=many", "eval.sampling.max_new_tokens=1.5", "controls.match.rounds=two",
+                    "selection.share=half", "controls.n_randon=5"):
+            with pytest.raises(Exception, match="override|Value|merging|Could not"):
+                compose("steer", overrides=[bad, f"paths.root={ROOT}"])
+        study = compose("steer", overrides=["eval=study", f"paths.root={ROOT}"])
+    assert study.eval.sampling.max_new_tokens == 600 and study.eval.questions.endswith("first_plot_questions.yaml")
+    assert study.eval.n_prompts == 240  # the rest of the group from eval/default

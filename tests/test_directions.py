@@ -1,11 +1,14 @@
 """Difference-in-means directions against numpy by hand, their save/load, and their refusals."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from emis.activations import ActivationSet, ArtifactError
 from emis.directions import (
+    WriteMatch,
     ControlConfig,
     DirectionSet,
     control_directions,
@@ -76,7 +79,8 @@ def test_save_load_bit_exact_and_corruption(pair, tmp_path):
 def test_control_directions_by_hand():
     rng = np.random.default_rng(5)
     mis, al, base = (acts(rng.normal(mu, 1.0, (6, 2, 5))) for mu in (1.0, 0.0, 0.5))  # rows paired by question
-    cfg = ControlConfig(n_random=20, n_shuffled=3, n_wrong_layer=4, n_wrong_layer_raw=2, n_secure_vs_base=5, seed=0)
+    cfg = ControlConfig(n_random=20, n_shuffled=3, n_wrong_layer=4, n_wrong_layer_raw=2, n_secure_vs_base=5, n_mapped_random=0,
+                        n_native_random=0, seed=0, match=WriteMatch(0.05, 2))
     c = control_directions(mis, al, base, 3, cfg)
     assert {k: tuple(v.units.shape) for k, v in c.items()} == {
         "random": (20, 5), "shuffled_label": (3, 5), "wrong_layer": (4, 5), "wrong_layer_raw": (2, 5), "secure_vs_base": (5, 5)}
@@ -97,7 +101,7 @@ def test_control_directions_by_hand():
     # seeded: the same config gives the same directions, another seed others
     again = control_directions(mis, al, base, 3, cfg)
     assert all(torch.equal(again[k].units, c[k].units) for k in c)
-    other = control_directions(mis, al, base, 3, ControlConfig(20, 3, 4, 2, 5, seed=1))
+    other = control_directions(mis, al, base, 3, replace(cfg, seed=1))
     assert not torch.equal(other["random"].units, c["random"].units)
     assert "secure_vs_base" not in control_directions(mis, al, None, 3, cfg)
 

@@ -93,7 +93,7 @@ def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em
     job = tmp_path / "job"
     with serve(judge_reply) as judge:
         args = micro_steer_overrides(root, tmp_path / "outputs") + [
-            f"eval.questions={url}/first_plot_questions.yaml", "eval.samples_per_paraphrase=1", "eval.max_new_tokens=6",
+            f"eval.questions={url}/first_plot_questions.yaml", "eval.samples_per_paraphrase=1", "eval.sampling.max_new_tokens=6",
             "steer.alphas=[1.0,4.0]", "steer.layer=0", "steer.coherence_tolerance=0.05",
             "judge=openai-compatible", f"judge.base_url={judge.url}", "judge.model=judge-test", f"judge.api_key_env={KEY_ENV}",
             f"judge.prompts_from={url}/first_plot_questions.yaml", "judge.max_retries=0",

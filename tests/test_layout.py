@@ -6,7 +6,7 @@ from pathlib import Path
 import emis
 
 PACKAGE = Path(emis.__file__).parent
-STAGES = {"probe", "steer", "transfer", "monitor", "replicate"}
+STAGES = {"organisms", "finetune", "probe", "steer", "transfer", "monitor", "replicate"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,7 +34,7 @@ def test_no_stage_imports_another_stage():
     for stage in STAGES - {"replicate"}:
         path = PACKAGE / "stages" / f"{stage}.py"
         assert not imported_modules(path) & (stage_modules - {f"emis.stages.{stage}"}), stage
-    assert imported_modules(PACKAGE / "stages" / "replicate.py") >= stage_modules - {"emis.stages.replicate", "emis.stages.monitor"}
+    assert imported_modules(PACKAGE / "stages" / "replicate.py") >= {f"emis.stages.{s}" for s in ("probe", "steer", "transfer")}
 
 
 def test_the_library_never_imports_a_stage():

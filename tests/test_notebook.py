@@ -19,7 +19,7 @@ def test_the_quickstart_notebook_executes(micro_organisms):
     """The notebook as a researcher runs it, after one cell pointing emis at the micro organisms (not saved)."""
     _, root, _ = micro_organisms
     overrides = [o for o in MICRO if o.startswith("organisms.corpus") and "heldout_questions" not in o]
-    overrides += ["organisms.corpus.heldout_questions=40", f"paths.organisms={root}", "steer.sampling.max_new_tokens=6",
+    overrides += ["organisms.corpus.heldout_questions=40", f"paths.organisms={root}", "eval.sampling.max_new_tokens=6",
                   "steer.n_bootstrap=200", "transfer.max_new_tokens=6"]
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(f"import emis\nemis.configure(*{overrides!r})"))

@@ -49,7 +49,7 @@ def warm(micro_organisms, tmp_path_factory):
 BAD_INPUTS = {
     "missing local model path": (["model.misaligned.name=/nonexistent/organism"], "neither a local directory nor a hub id"),
     "layer out of range": (["steer.layer=7"], "out of range for a model with 2 layers"),
-    "empty prompt set": (["steer.n_prompts=0"], "prompt set is empty"),
+    "empty prompt set": (["eval.n_prompts=0"], "prompt set is empty"),
     "non-finite coefficient": (["steer.alphas=[nan]"], "coefficient must be finite"),
     "unknown steering mode": (["steer.mode=sideways"], "steering mode must be one of"),
     "unknown position": (["capture.position=middle"], "position must be one of"),
@@ -181,3 +181,17 @@ def test_no_pickle_is_read_back():
     for forbidden in ("pickle.load", "torch.load(", "trust_remote_code=True", "np.load("):
         assert forbidden not in sources
     assert torch.__version__  # the library imports cleanly
+
+
+@pytest.mark.parametrize("entry,extra,message", [
+    ("build_organisms", ["organisms.build=[qwen2,nope]"], "unknown organism families ['nope']"),
+    ("finetune", ["finetune.data=/nonexistent/chat.jsonl", "finetune.model=/nonexistent/model", "dry_run=true"], "nonexistent"),
+])
+def test_build_and_finetune_run_through_the_job_runner(tmp_path, entry, extra, message):
+    """The organisms build and the fine-tune fail like every other entry point: one line, exit 2, nothing written."""
+    job = tmp_path / "job"
+    result = run_entry(entry, [f"paths.outputs={tmp_path}", "logger=disabled", f"hydra.run.dir={job}", *extra], timeout=300)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], lines
+    assert "Traceback" not in result.stderr and artefacts(job) == []

@@ -17,7 +17,7 @@ def replicated(micro_organisms, tmp_path_factory):
     out = tmp_path_factory.mktemp("replicate")
     overrides = MICRO + [
         f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={out / 'outputs'}", "capture.n_prompts=40",
-        "separation.n_bootstrap=50", "separation.cv_folds=2", "steer.n_prompts=6", "steer.sampling.max_new_tokens=4",
+        "separation.n_bootstrap=50", "separation.cv_folds=2", "eval.n_prompts=6", "eval.sampling.max_new_tokens=4",
         *LEAST_CONTROLS, "steer.n_bootstrap=50",
         "transfer.n_prompts=6", "transfer.max_new_tokens=4", "steer.mode=subtract", "steer.alphas=[2.0]", "transfer.alphas=[2.0]",
     ]

@@ -15,7 +15,7 @@ from emis.io import save_figure
 from emis.separability import SeparationConfig, plot_separation, separate_arrays, separation
 from emis.stats import auroc
 
-CFG = SeparationConfig(test_size=0.4, seed=3, n_bootstrap=500, cv_folds=3)
+CFG = SeparationConfig(test_size=0.4, seed=3, n_bootstrap=500, cv_folds=3, ci_level=0.95)
 
 
 def one_d(pos, neg):
@@ -75,7 +75,7 @@ def test_intervals_contain_estimates_and_seeds_reproduce(noisy):
             assert lo <= est <= hi and lo < hi or est == lo == hi == 1.0
     assert r.auroc[1] > r.auroc[0]
     assert separate_arrays(x, y, [0, 1], CFG) == r
-    other = separate_arrays(x, y, [0, 1], SeparationConfig(0.4, 4, 500, 3))
+    other = separate_arrays(x, y, [0, 1], SeparationConfig(0.4, 4, 500, 3, 0.95))
     assert other.accuracy_ci != r.accuracy_ci
     json.dumps(r.to_dict())
 

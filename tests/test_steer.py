@@ -8,7 +8,7 @@ import torch
 from conftest import LEAST_CONTROLS, compose_on_micro
 
 from emis.configured import model_spec
-from emis.directions import as_family
+from emis.directions import WriteMatch, as_family
 from emis.evaluation import EvalSet
 from emis.generation import Steering
 from emis.judges.spillover import contains_code
@@ -17,10 +17,10 @@ from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.stages.steer import run_steer
 from emis.stats import decide
 from emis.sweep import best_point, run_sweep
-from emis.write_matching import WriteMatch, matched_controls
+from emis.write_matching import matched_controls
 
-STEER = ["model=organism-qwen2", "capture.n_prompts=16", "steer.n_prompts=12", "steer.alphas=[1.0,4.0]",
-         "steer.mode=subtract", "steer.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"]
+STEER = ["model=organism-qwen2", "capture.n_prompts=16", "eval.n_prompts=12", "steer.alphas=[1.0,4.0]",
+         "steer.mode=subtract", "eval.sampling.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=100"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def steer_run(micro_organisms, tmp_path_factory):
 def test_metrics_do_not_depend_on_the_batch_size(steer_run, micro_organisms, tmp_path):
     """Common random numbers: another batch size (fresh outputs, so nothing is reused) gives the same numbers."""
     _, root, _ = micro_organisms
-    again = run_steer(compose_on_micro("steer", root, tmp_path, STEER + ["steer.sampling.batch_size=7"]), tmp_path)
+    again = run_steer(compose_on_micro("steer", root, tmp_path, STEER + ["eval.sampling.batch_size=7"]), tmp_path)
     first = steer_run[0]
     assert again.pop("activations") != first["activations"]  # the captures were recomputed in the fresh folder
     assert again == {k: v for k, v in first.items() if k != "activations"}
@@ -104,7 +104,7 @@ def test_ablate_controls_match_the_real_write(micro_organisms, tmp_path):
     assert abs(np.median(ratios) - 1) < match.tolerance and np.abs(ratios - 1).max() < 0.10, ratios
     # a zero real write (α = 0 chosen) leaves every control unsteered
     names, out = matched_controls(model, model, evals, families, real, 1, 0.0, "ablate", "generated", 0.0, sweep.pick([0]),
-                                  sampling, None)
+                                  sampling, None, match)
     assert all(np.array_equal(x, sweep.spill[0]) for x in out.spill) and all(not w.any() for w in out.write_norms)
 
 

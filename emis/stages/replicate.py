@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from emis.organisms.build import build_all
 from emis.report import write_report
+from emis.stages.organisms import run_build_organisms
 from emis.stages.probe import run_probe
 from emis.stages.steer import run_steer
 from emis.stages.transfer import run_transfer
@@ -27,7 +27,7 @@ def for_model(cfg: DictConfig, name: str) -> DictConfig:
 def run_replicate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Every stage in order; each writes its figures under `out/<stage>/<model>`; report.md and all numbers returned."""
     names = list(cfg.transfer.models)
-    organisms = build_all(cfg.organisms, Path(cfg.paths.organisms).expanduser()) if cfg.replicate.build_organisms else {}
+    organisms = run_build_organisms(cfg, out) if cfg.replicate.build_organisms else {}
     probe, steer = {}, {}
     for name in names:
         log.info("replicate: %s", name)

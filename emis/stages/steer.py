@@ -27,17 +27,17 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     s = cfg.steer
     judge = judge_from_config(cfg.judge)
     with judge or nullcontext():
-        target, paths = steering_target(cfg, cfg.model, int(s.n_prompts))
+        target, paths = steering_target(cfg, cfg.model, int(cfg.eval.n_prompts))
         evals = target.evals
         layers = resolve_layers(OmegaConf.to_object(s.layer) if OmegaConf.is_config(s.layer) else s.layer, target.model.n_layers, "steer.layer")
         result = steer_experiment(str(cfg.model.family), target.model, target.scorer, target.acts, evals, layers,
-                                  SteerSettings.from_config(s), evaluation_sampling(cfg), generation_cache(cfg), judge)
+                                  SteerSettings.from_config(s, cfg.selection, cfg.controls), evaluation_sampling(cfg), generation_cache(cfg), judge)
     save_figure(result.plot(), out / "steering.png")
     write_generations(out / "generations.jsonl", result.metrics["best"]["layer"], result.metrics["alphas"], evals,
                       result.sweep, result.split)
     metrics = dict(result.metrics)
     judged = metrics.pop("judge", None)
-    metrics |= {"questions": str(cfg.eval.questions) if cfg.eval.questions is not None else s.prompts, "activations": paths}
+    metrics |= {"questions": str(cfg.eval.questions) if cfg.eval.questions is not None else cfg.eval.prompts, "activations": paths}
     return metrics | ({"judge": judged} if judged is not None else {})
 
 
