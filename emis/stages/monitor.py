@@ -91,7 +91,7 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     tok = AutoTokenizer.from_pretrained(base_dir)
     probe_rows = em.split.pos["test"][: int(cfg.monitor.n_probe)]
     probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
-    spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), 0)
+    spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), int(cfg.eval.prompt_seed))
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
     # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved.
     # Organisms built since each family trains with its AutoTokenizer pipeline encode identically; an organism
