@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from emis.activations import ActivationSet
 from emis.configured import coherence_rule, control_config
-from emis.directions import ControlConfig, WriteMatch, control_directions, diff_in_means
+from emis.directions import ControlConfig, control_directions, diff_in_means
 from emis.evaluation import EvalSet, mean_score
 from emis.generation import Steering, scaled_direction
 from emis.judges.llm import LLMJudge
@@ -81,14 +81,13 @@ class SteerSettings:
     bootstrap_seed: int
     coherence: CoherenceRule
     coherence_scorer: str
-    controls: ControlConfig
-    match: WriteMatch
+    controls: ControlConfig  # the families, their seed and the write match
 
     @classmethod
     def from_config(cls, s: DictConfig, selection: DictConfig, controls: DictConfig) -> "SteerSettings":
         return cls(sorted({0.0, *(float(a) for a in s.alphas)}), str(s.mode), str(s.where), str(s.scale),
                    float(selection.share), int(selection.seed), float(s.ci_level), int(s.n_bootstrap), int(s.bootstrap_seed),
-                   coherence_rule(s), str(s.coherence_scorer), control_config(controls), control_config(controls).match)
+                   coherence_rule(s), str(s.coherence_scorer), control_config(controls))
 
 
 @dataclass
@@ -169,7 +168,7 @@ def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: d
     real_write = float(sweep.write_norms[b][report_rows].mean())
     names, controls = matched_controls(model, scorer, evals.subset(split.report), families, vectors[layer], layer, alphas[b],
                                        s.mode, s.where, real_write, sweep.pick([zero]).subset(split.report, report_rows),
-                                       sampling, cache_dir, s.match)
+                                       sampling, cache_dir, s.controls.match)
     unsteered_offline = sweep.rows[zero].take(report_rows).offline_coherence()
     measured = measure_controls(names, controls, unsteered)
     for family, fam in families.items():
