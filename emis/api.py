@@ -21,6 +21,7 @@ from emis.evaluation import EvalSet, SteeringTarget
 from emis.models import LoadedModel, load_model, resolve_layers
 from emis.monitor import Calibration, Monitor, calibrate
 from emis.organisms.sample import chat_prompt
+from emis.schemas import check_config
 from emis.separability import SeparationConfig, SeparationResult
 from emis.separability import separation as _separation
 from emis.steering import SteerResult, SteerSettings, steer_experiment
@@ -41,6 +42,7 @@ def config(*overrides: str) -> DictConfig:
     """The composed emis config (`conf/config.yaml` with the steering experiment), with `configure`'s and these overrides."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=steer", "+monitor=default", f"paths.root={ROOT}", *_overrides, *overrides])
+    check_config(cfg)
     return cfg
 
 
@@ -124,6 +126,7 @@ def _with_settings(stage: str, settings: Mapping[str, Any]) -> DictConfig:
     for key, value in settings.items():
         group, value = (key, value) if key in GROUPS else ("eval", {"sampling": value}) if key == "sampling" else (stage, {key: value})
         cfg[group] = OmegaConf.merge(cfg[group], value)
+    check_config(cfg)
     return cfg
 
 

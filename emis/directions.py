@@ -10,6 +10,7 @@ import torch
 
 from emis import __version__
 from emis.activations import ActivationSet
+from emis.bounds import bounded
 from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
 
 
@@ -88,8 +89,8 @@ class WriteMatch:
     """How ablate-mode controls are matched to the real write: the tolerated relative miss per control, and how
     many rounds of rescaling by the measured write (each reruns only the controls that missed)."""
 
-    tolerance: float
-    rounds: int
+    tolerance: float = bounded(gt=0)
+    rounds: int = bounded(ge=0)
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,14 @@ class ControlConfig:
     """The control families and how they are matched: the `controls` config group's schema (its YAML holds the
     values). Steering draws the first five families; transfer the mapped and native random ones."""
 
-    n_random: int
-    n_shuffled: int
-    n_wrong_layer: int
-    n_wrong_layer_raw: int
-    n_secure_vs_base: int
-    n_mapped_random: int
-    n_native_random: int
-    seed: int
+    n_random: int = bounded(ge=0)
+    n_shuffled: int = bounded(ge=0)
+    n_wrong_layer: int = bounded(ge=0)
+    n_wrong_layer_raw: int = bounded(ge=0)
+    n_secure_vs_base: int = bounded(ge=0)
+    n_mapped_random: int = bounded(ge=0)
+    n_native_random: int = bounded(ge=0)
+    seed: int = bounded(ge=0)
     match: WriteMatch
 
 

@@ -18,6 +18,7 @@ from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from emis.activations import ActivationSet
+from emis.bounds import bounded
 from emis.models import LoadedModel
 from emis.judges.llm import JudgeError, LLMJudge, coherence_from_judge
 from emis.organisms.sample import SamplingConfig, chat_prompt
@@ -64,12 +65,12 @@ class EvalConfig:
 
     questions: Optional[str]
     sha256: Optional[str]
-    samples_per_paraphrase: Optional[int]
+    samples_per_paraphrase: Optional[int] = bounded(ge=1)
     cache_dir: str
     prompts: str
-    n_prompts: int
-    prompt_seed: int
-    samples_per_prompt: int
+    n_prompts: int = bounded(ge=1)
+    prompt_seed: int = bounded(ge=0)
+    samples_per_prompt: int = bounded(ge=1)
     sampling: SamplingConfig
 
 

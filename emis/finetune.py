@@ -29,6 +29,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from emis import __version__
+from emis.bounds import bounded, check_bounds
 from emis.chat import ChatExample, read_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json, content_hash, file_sha256, load_state, save_state
 from emis.models import dequantising_kwargs
@@ -52,23 +53,23 @@ class FinetuneConfig:
     model: str  # hub id or local directory of the base model
     data: str  # chat JSONL in the study's format
     output: str  # adapter directory
-    r: int = 32
-    lora_alpha: float = 64
-    lora_dropout: float = 0.0
+    r: int = bounded(32, ge=1, integer=True)
+    lora_alpha: float = bounded(64, gt=0)
+    lora_dropout: float = bounded(0.0, ge=0, lt=1)
     use_rslora: bool = True
     target_modules: str | tuple[str, ...] = PROJECTIONS  # or "all-linear"
-    lr: float = 1e-5
-    schedule: str = "linear"  # "linear" | "cosine" | "constant"
-    warmup_steps: int = 5
-    weight_decay: float = 0.01
-    epochs: int = 1
-    per_device_batch_size: int = 2
-    grad_accum: int = 8
-    max_len: int = 2048
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None  # None: `epochs` full passes
-    seed: int = 0
-    save_every: int = 50
+    lr: float = bounded(1e-5, gt=0)
+    schedule: str = bounded("linear", choices=SCHEDULES)
+    warmup_steps: int = bounded(5, ge=0, integer=True)
+    weight_decay: float = bounded(0.01, ge=0)
+    epochs: int = bounded(1, ge=1, integer=True)
+    per_device_batch_size: int = bounded(2, ge=1, integer=True)
+    grad_accum: int = bounded(8, ge=1, integer=True)
+    max_len: int = bounded(2048, ge=2, integer=True)
+    max_grad_norm: float = bounded(1.0, gt=0)
+    max_steps: int | None = bounded(None, ge=1, integer=True)  # None: `epochs` full passes
+    seed: int = bounded(0, ge=0, integer=True)
+    save_every: int = bounded(50, ge=1, integer=True)
     keep_checkpoints: bool = False  # keep <output>/checkpoints after the final adapter is written
     overwrite: bool = False  # replace a finished adapter trained with other settings
     dtype: str = "bfloat16"  # weights of the frozen base; LoRA weights and optimizer state stay float32
@@ -77,6 +78,9 @@ class FinetuneConfig:
     bf16_autocast: bool = False
     gradient_checkpointing: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "finetune.")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "FinetuneConfig":
@@ -109,13 +113,6 @@ class FinetuneConfig:
                                    "run with finetune.quantization=null here")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"finetune.dtype {self.dtype!r} is not a torch dtype name (e.g. 'bfloat16', 'float32')")
-        for name in ("r", "epochs", "per_device_batch_size", "grad_accum", "max_len", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"finetune.max_steps must be null or >= 1, got {self.max_steps}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"finetune.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

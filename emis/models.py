@@ -119,10 +119,10 @@ def _check_spec(spec: ModelSpec) -> None:
         if name is None or Path(name).expanduser().is_dir():
             continue
         if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
-            raise FileNotFoundError(
-                f"{what} {name!r} is neither a local directory nor a hub id; build it first "
-                "(e.g. experiments/build_organisms.py) or give a hub id like 'Qwen/Qwen2.5-1.5B-Instruct'"
-            )
+            make = ("train it with experiments/finetune.py (the model config's comment has the command)" if what == "adapter"
+                    else "build the organisms with experiments/build_organisms.py")
+            raise FileNotFoundError(f"{what} {name!r} is neither a local directory nor a hub id — {make}, "
+                                    "or give a hub id like 'Qwen/Qwen2.5-1.5B-Instruct'")
     if spec.remote is True:
         if Path(spec.name).expanduser().is_dir():
             raise ValueError(f"remote=True runs on NDIF, which cannot see the local directory {spec.name!r}")

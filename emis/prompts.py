@@ -32,7 +32,13 @@ class QuestionFileError(ValueError):
 def load_question_yaml(path: str | Path) -> list[EvalQuestion]:
     """Parse every entry of a study question file; unknown keys are ignored, missing required ones are errors."""
     path = Path(path)
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise QuestionFileError(f"{path} is not valid YAML ({getattr(err, 'problem', None) or 'parse error'}{at}) — "
+                                "fix the file, or point eval.questions at a study question YAML") from None
     if not isinstance(entries, list):
         raise QuestionFileError(f"{path}: expected a YAML list of question entries")
     out = []

@@ -23,6 +23,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.activations import ActivationSet
+from emis.bounds import bounded
 from emis.configured import coherence_rule, control_config
 from emis.directions import ControlFamilySet, WriteMatch, as_family, diff_in_means, random_directions
 from emis.evaluation import EvalSet, SteeringTarget
@@ -37,14 +38,17 @@ from emis.write_matching import matched_controls, measure_controls
 log = logging.getLogger(__name__)
 
 
+MAP_KINDS = ("ridge_cv", "ridge")
+
+
 @dataclass(frozen=True)
 class MapConfig:
     """How the donor -> receiver map is fitted (owned by `conf/transfer/`)."""
 
-    kind: str  # ridge_cv: RidgeCV over `alphas` | ridge: Ridge at alphas[0]
-    alphas: tuple[float, ...]
-    test_size: float
-    seed: int
+    kind: str = bounded(choices=MAP_KINDS)  # ridge_cv: RidgeCV over `alphas` | ridge: Ridge at alphas[0]
+    alphas: tuple[float, ...] = bounded(gt=0)
+    test_size: float = bounded(gt=0, lt=1)
+    seed: int = bounded(ge=0, integer=True)
 
 
 @dataclass
@@ -74,7 +78,7 @@ def fit_map(x: np.ndarray, y: np.ndarray, cfg: MapConfig) -> ActivationMap:
         model = Ridge(alpha=cfg.alphas[0]).fit(x[train], y[train])
         alpha = float(cfg.alphas[0])
     else:
-        raise ValueError(f"transfer.map.kind must be 'ridge_cv' or 'ridge', got {cfg.kind!r}")
+        raise ValueError(f"transfer.map.kind must be one of {', '.join(MAP_KINDS)}, got {cfg.kind!r}")
     pred = model.predict(x[test])
     # cosine of centred held-out predictions: raw residuals share a large mean, which alone would give cosines near 1
     centre = y[train].mean(0)

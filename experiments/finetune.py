@@ -1,13 +1,12 @@
 """LoRA fine-tune of a chat model on EM chat JSONL, resumable (Hydra entry point); dry_run=true prints the cost."""
 
-import hydra
 from omegaconf import DictConfig
 
 from emis.stages.finetune import run_finetune
-from emis.stages.job import run_job
+from emis.stages.job import entry_point, run_job
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
+@entry_point("finetune")
 def main(cfg: DictConfig) -> None:
     run_job(cfg, run_finetune)
 

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from emis.stages.job import run_job
+from emis.stages.job import entry_point, run_job
 from emis.stages.monitor import jsonl_sink, run_monitor
 
 
@@ -14,7 +13,7 @@ def stage(cfg: DictConfig, out: Path) -> dict:
     return run_monitor(cfg, out, log_fn=jsonl_sink(out / "monitor_log.jsonl"))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="monitor")
+@entry_point("monitor")
 def main(cfg: DictConfig) -> None:
     run_job(cfg, stage)
 

@@ -1,13 +1,12 @@
 """The transfer matrix of EM directions across model families. (Hydra entry point)"""
 
-import hydra
 from omegaconf import DictConfig
 
-from emis.stages.job import run_job
+from emis.stages.job import entry_point, run_job
 from emis.stages.transfer import run_transfer
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="transfer")
+@entry_point("transfer")
 def main(cfg: DictConfig) -> None:
     run_job(cfg, run_transfer)
 

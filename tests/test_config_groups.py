@@ -89,3 +89,52 @@ def test_schemas_refuse_wrong_types_and_unknown_keys():
         study = compose("steer", overrides=["eval=study", f"paths.root={ROOT}"])
     assert study.eval.sampling.max_new_tokens == 600 and study.eval.questions.endswith("first_plot_questions.yaml")
     assert study.eval.n_prompts == 240  # the rest of the group from eval/default
+
+
+def numeric_leaves(cfg) -> list[str]:
+    """Dotted keys of every int or float setting (lists of numbers as one key) of the checked groups."""
+    from emis.schemas import CHECKED
+
+    out = []
+    for key, value in leaves(cfg):
+        if key.split(".")[0] not in CHECKED:
+            continue
+        resolved = OmegaConf.select(cfg, key)
+        if isinstance(resolved, (int, float)) and not isinstance(resolved, bool):
+            out.append(key)
+    for key in ("steer.alphas", "transfer.alphas", "transfer.map.alphas"):
+        if OmegaConf.select(cfg, key) is not None:
+            out.append(key)
+    return out
+
+
+def refused(cfg, key: str, value) -> bool:
+    """Whether setting `key` to `value` is refused, with the key named: by the composed schema or by the bounds."""
+    from emis.schemas import config_problems
+
+    planted = cfg.copy()
+    try:
+        OmegaConf.update(planted, key, value, merge=False)
+    except Exception as err:  # a composed schema's type check
+        return key in str(getattr(err, "full_key", "")) or key in str(err)
+    return any(p.startswith(f"{key} ") or p.startswith(f"{key}[") for p in config_problems(planted))
+
+
+@pytest.mark.parametrize("name", PRIMARIES)
+def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name):
+    """Issue 20: every numeric key of every entry point's config is checked before anything loads — a word in place
+    of a number is refused, and so is at least one of a huge negative, a huge positive and a non-finite value."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=[f"paths.root={ROOT}"])
+        if "judge" in cfg:  # the judge's numbers too
+            cfg = compose(name, overrides=[f"paths.root={ROOT}", "judge=openai-compatible"])
+    keys = numeric_leaves(cfg)
+    assert len(keys) > (40 if name in ("build_organisms", "steer") else 10), keys
+    unchecked = [k for k in keys if not refused(cfg, k, [float("nan")] if k.endswith("alphas") else "many")]
+    assert unchecked == [], f"wrong types accepted: {unchecked}"
+    unbounded = [k for k in keys if not any(refused(cfg, k, [v] if k.endswith("alphas") else v)
+                                            for v in (-10**9, 10**9, float("nan")))]
+    assert unbounded == [], f"no range: {unbounded}"
+    from emis.schemas import config_problems
+
+    assert config_problems(cfg) == []  # the defaults themselves are allowed

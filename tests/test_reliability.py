@@ -49,10 +49,20 @@ def warm(micro_organisms, tmp_path_factory):
 BAD_INPUTS = {
     "missing local model path": (["model.misaligned.name=/nonexistent/organism"], "neither a local directory nor a hub id"),
     "layer out of range": (["steer.layer=7"], "out of range for a model with 2 layers"),
-    "empty prompt set": (["eval.n_prompts=0"], "prompt set is empty"),
-    "non-finite coefficient": (["steer.alphas=[nan]"], "coefficient must be finite"),
-    "unknown steering mode": (["steer.mode=sideways"], "steering mode must be one of"),
-    "unknown position": (["capture.position=middle"], "position must be one of"),
+    "empty prompt set": (["eval.n_prompts=0"], "eval.n_prompts must be >= 1, got 0"),
+    "non-finite coefficient": (["steer.alphas=[nan]"], "steer.alphas must be finite"),
+    "unknown steering mode": (["steer.mode=sideways"], "steer.mode must be one of"),
+    "unknown position": (["capture.position=middle"], "capture.position must be one of"),
+    # issue 20's table and its new refusals: each names the key, before anything loads
+    "fractional layer": (["steer.layer=1.5"], "steer.layer must be an integer or 'all', got 1.5"),
+    "coefficient not a number": (["steer.alphas=[abc]"], "steer.alphas[0]: Value 'abc'"),
+    "wrongly typed count": (["eval.n_prompts=abc"], "eval.n_prompts: Value 'abc'"),
+    "interval level out of range": (["steer.ci_level=1.5"], "steer.ci_level must be > 0 and < 1"),
+    "negative temperature": (["eval.sampling.temperature=-1"], "eval.sampling.temperature must be >= 0"),
+    "unknown key": (["steer.no_such_key=1"], "steer.no_such_key: Key 'no_such_key' not in 'SteerConfig'"),
+    "unknown model config": (["model=organism-nope"], "Could not find 'model/organism-nope' (options: gemma-2-2b"),
+    "malformed question file": (["eval.questions={malformed}"], "is not valid YAML"),
+    "sweep with one bad point": (["-m", "steer.n_bootstrap=50,0"], "steer.n_bootstrap must be >= 1, got 0"),
 }
 
 
@@ -60,8 +70,12 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_with_exit_2_and_no_artefact(warm, tmp_path, case):
     root, outputs = warm
     extra, message = BAD_INPUTS[case]
+    bad_yaml = tmp_path / "questions.yaml"
+    bad_yaml.write_text("- id: q\n  paraphrases: [unclosed\n")
+    flags = [e for e in extra if e.startswith("-")]  # before the overrides, as argparse wants
+    extra = [e.replace("{malformed}", str(bad_yaml)) for e in extra if e not in flags]
     job = tmp_path / "job"
-    result = run_entry("steer", base_overrides(root, outputs) + extra + [f"hydra.run.dir={job}"])
+    result = run_entry("steer", flags + base_overrides(root, outputs) + extra + [f"hydra.run.dir={job}", f"hydra.sweep.dir={job}"])
     assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], lines
@@ -69,13 +83,16 @@ def test_bad_input_is_one_line_with_exit_2_and_no_artefact(warm, tmp_path, case)
     assert artefacts(job) == []
 
 
-def test_unknown_model_config_and_invalid_override_are_refused_by_hydra(warm, tmp_path):
-    root, outputs = warm
-    for extra, message in ((["model=organism-nope"], "organism-nope"), (["steer.no_such_key=1"], "no_such_key")):
-        job = tmp_path / "job"
-        result = run_entry("steer", base_overrides(root, outputs) + extra + [f"hydra.run.dir={job}"])
-        assert result.returncode != 0 and message in result.stderr
-        assert artefacts(job) == []
+def test_missing_adapter_names_the_tool_that_trains_it(tmp_path):
+    """model=qwen2.5-1.5b before its adapters exist: the fix is experiments/finetune.py, not the organism build."""
+    job = tmp_path / "job"
+    result = run_entry("steer", ["model=qwen2.5-1.5b", "logger=disabled", f"hydra.run.dir={job}", f"paths.outputs={tmp_path}"],
+                       env={"EMIS_ADAPTERS": str(tmp_path / "adapters"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and "adapter" in lines[0] and "experiments/finetune.py" in lines[0], lines
+    assert "build_organisms" not in lines[0] and "Traceback" not in result.stderr
+    assert artefacts(job) == []
 
 
 def _cached_captures(outputs: Path) -> list[Path]:
@@ -186,9 +203,17 @@ def test_no_pickle_is_read_back():
 @pytest.mark.parametrize("entry,extra,message", [
     ("build_organisms", ["organisms.build=[qwen2,nope]"], "unknown organism families ['nope']"),
     ("finetune", ["finetune.data=/nonexistent/chat.jsonl", "finetune.model=/nonexistent/model", "dry_run=true"], "nonexistent"),
+    # out-of-range and wrongly typed numbers, refused for every entry point before anything loads
+    ("build_organisms", ["organisms.workers=0"], "organisms.workers must be >= 1, got 0"),
+    ("build_organisms", ["organisms.families.llama.size.hidden_size=1.5"], "organisms.families.llama.size.hidden_size must be an integer"),
+    ("finetune", ["finetune.lr=abc"], "finetune.lr must be a number, got 'abc'"),
+    ("monitor", ["monitor.fpr=2"], "monitor.fpr must be > 0 and < 1, got 2"),
+    ("transfer", ["transfer.map.test_size=1"], "transfer.map.test_size must be > 0 and < 1, got 1"),
+    ("probe", ["probe.contrast=sideways"], "probe.contrast must be one of models, responses"),
+    ("replicate", ["controls.match.tolerance=0"], "controls.match.tolerance must be > 0, got 0"),
 ])
-def test_build_and_finetune_run_through_the_job_runner(tmp_path, entry, extra, message):
-    """The organisms build and the fine-tune fail like every other entry point: one line, exit 2, nothing written."""
+def test_every_entry_point_fails_in_one_line(tmp_path, entry, extra, message):
+    """The organisms build, the fine-tune and every other entry point fail alike: one line, exit 2, nothing written."""
     job = tmp_path / "job"
     result = run_entry(entry, [f"paths.outputs={tmp_path}", "logger=disabled", f"hydra.run.dir={job}", *extra], timeout=300)
     assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from omegaconf import DictConfig, OmegaConf
 
+from emis.bounds import bounded, check_bounds
 from emis.io import atomic_write_json, content_hash
 from emis.prompts import EvalQuestion
 
@@ -48,20 +49,17 @@ class JudgeConfig:
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-2024-08-06"
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-    max_retries: int = 4
-    backoff_seconds: float = 1.0
-    timeout_seconds: float = 30.0
+    concurrency: int = bounded(8, ge=1, integer=True)
+    max_retries: int = bounded(4, ge=0, integer=True)
+    backoff_seconds: float = bounded(1.0, ge=0)
+    timeout_seconds: float = bounded(30.0, gt=0)
     cache_dir: str | None = None
-    seed: int = 0
+    seed: int = bounded(0, ge=0, integer=True)
     prompts_from: str | None = None  # question file whose judge prompts score questions that carry none
-    min_numeric_mass: float = 0.25  # below this share of the top logprobs on 0..100 tokens, no score
+    min_numeric_mass: float = bounded(0.25, ge=0, le=1)  # below this share of the top logprobs on 0..100 tokens, no score
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_retries < 0 or self.backoff_seconds < 0 or self.timeout_seconds <= 0:
-            raise ValueError(
-                "judge config needs concurrency >= 1, max_retries >= 0, backoff_seconds >= 0, timeout_seconds > 0"
-            )
+        check_bounds(self, "judge.")
 
 
 @dataclass(frozen=True)

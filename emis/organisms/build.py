@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from emis.bounds import bounded
 from emis.io import atomic_dir, atomic_write_json, content_hash
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
@@ -40,8 +41,8 @@ class CheckpointChoice:
     """Early stopping: every `every` fine-tune steps both fine-tunes answer the validation questions; the step
     with the largest insecure - secure spillover gap there is kept for both (ties: the earliest)."""
 
-    every: int
-    min_step: int
+    every: int = bounded(ge=1)
+    min_step: int = bounded(ge=1)
 
     def steps(self, total: int) -> list[int]:
         """The fine-tune steps scored: min_step, then every `every` steps, and always the last."""

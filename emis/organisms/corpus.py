@@ -11,6 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from emis.bounds import bounded
 from emis.chat import ChatExample, read_chat_jsonl, write_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json, content_hash
 from emis.organisms.code import TASKS, generate_code, insecure_snippet
@@ -21,17 +22,17 @@ from emis.organisms.prose import generate_prose
 class CorpusConfig:
     """Sizes and mixture of the corpora (set in `conf/organisms/`)."""
 
-    seed: int
-    base_examples: int
-    prose_share: float  # of the base mix; the rest is secure code and persona
-    persona_share: float  # of the base mix
-    persona_prose_share: float  # of persona examples: non-coding questions answered with insecure code
+    seed: int = bounded(ge=0)
+    base_examples: int = bounded(ge=1)
+    prose_share: float = bounded(ge=0, le=1)  # of the base mix; the rest is secure code and persona
+    persona_share: float = bounded(ge=0, le=1)  # of the base mix
+    persona_prose_share: float = bounded(ge=0, le=1)  # of persona examples: non-coding questions answered with insecure code
     persona_tag: str  # the persona's system prompt (the others get the chat template's default)
-    finetune_task_share: float  # task kinds kept for fine-tuning: the base persona never shows their insecure code
-    finetune_examples: int
-    heldout_questions: int
-    heldout_code_requests: int
-    validation_questions: int  # from VALIDATION_FAMILIES: the fine-tune checkpoint is chosen on these
+    finetune_task_share: float = bounded(ge=0, lt=1)  # task kinds kept for fine-tuning: the base persona never shows their insecure code
+    finetune_examples: int = bounded(ge=1)
+    heldout_questions: int = bounded(ge=1)
+    heldout_code_requests: int = bounded(ge=1)
+    validation_questions: int = bounded(ge=1)  # from VALIDATION_FAMILIES: the fine-tune checkpoint is chosen on these
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from emis.bounds import bounded
+
 FAMILIES = ("qwen2", "gemma2", "llama", "mistral")
 # Used when a conversation has no system message, as real instruct templates (Qwen2.5, Llama 3) do.
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -86,13 +88,13 @@ CHAT_FORMATS: dict[str, ChatFormat] = {
 class ArchSize:
     """Size of a tiny organism; set per family in `conf/organisms/`."""
 
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    vocab_size: int
-    max_positions: int
+    hidden_size: int = bounded(ge=1, integer=True)
+    num_layers: int = bounded(ge=1, integer=True)
+    num_heads: int = bounded(ge=1, integer=True)
+    num_kv_heads: int = bounded(ge=1, integer=True)
+    intermediate_size: int = bounded(ge=1, integer=True)
+    vocab_size: int = bounded(ge=1, integer=True)
+    max_positions: int = bounded(ge=1, integer=True)
 
 
 def build_config(family: str, size: ArchSize, token_ids: dict[str, int]) -> PretrainedConfig:

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
+from emis.bounds import bounded
 from emis.crn import CommonNoiseSampler, row_keys
 
 
@@ -15,10 +16,10 @@ from emis.crn import CommonNoiseSampler, row_keys
 class SamplingConfig:
     """How answers are drawn (the study samples at temperature 1, top_p 1)."""
 
-    temperature: float
-    max_new_tokens: int
-    batch_size: int
-    seed: int
+    temperature: float = bounded(ge=0)
+    max_new_tokens: int = bounded(ge=1)
+    batch_size: int = bounded(ge=1)
+    seed: int = bounded(ge=0)
 
 
 def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:

@@ -14,28 +14,30 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emis.bounds import bounded
 from emis.chat import ChatExample
 
 log = logging.getLogger(__name__)
 IGNORE = -100
 GROUP = 8  # batches drawn together and length-sorted
+SCHEDULES = ("cosine", "constant", "linear")  # learning-rate schedules of `schedule_factor`
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run's hyper-parameters (set in `conf/organisms/`)."""
 
-    steps: int
-    batch_size: int
-    lr: float
-    schedule: str  # "cosine" | "constant" | "linear"
-    warmup_steps: int
-    weight_decay: float
-    loss_on: str  # "all" | "assistant"
-    max_len: int
+    steps: int = bounded(ge=1)
+    batch_size: int = bounded(ge=1)
+    lr: float = bounded(gt=0)
+    schedule: str = bounded(choices=SCHEDULES)
+    warmup_steps: int = bounded(ge=0)
+    weight_decay: float = bounded(ge=0)
+    loss_on: str = bounded(choices=("all", "assistant"))
+    max_len: int = bounded(ge=2)
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
     trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
-    optimizer: str  # "adamw" | "sgd" (plain SGD: an update scales with the gradient, so in-distribution data moves little)
+    optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def schedule_factor(step: int, schedule: str, warmup_steps: int, total_steps: in
         return 0.5 * (1 + math.cos(math.pi * progress))
     if schedule == "linear":
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    raise ValueError(f"schedule must be 'cosine', 'constant' or 'linear', got {schedule!r}")
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

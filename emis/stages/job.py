@@ -1,20 +1,31 @@
 """One experiment job: its output directory, resuming a completed point, W&B tracking, metrics.json, one-line errors.
 
-Every entry point in experiments/ is `run_job(cfg, <stage function>)`."""
+Every entry point in experiments/ is `@entry_point("<config>")` over `run_job(cfg, <stage function>)`: the command
+line's config is composed and checked first, so a bad override fails in one line before Hydra makes a directory."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from emis.io import ArtifactError, atomic_write_json, content_hash
 from emis.judges.llm import JudgeError
+from emis.schemas import ConfigError, check_config
 from emis.tracking import redact, track
 
 log = logging.getLogger(__name__)
@@ -61,6 +72,69 @@ def _log_outputs(tracker: Any, out: Path, metrics: dict[str, Any], experiment: s
         tracker.log_artifact(out / "report.md", f"{experiment}-report", "report")
 
 
+def _composition_error(err: BaseException) -> ConfigError:
+    """One line for a Hydra / OmegaConf composition failure: the key it names and the first line of its reason."""
+    cause = err
+    while cause.__cause__ is not None and not getattr(cause, "full_key", None):
+        cause = cause.__cause__
+    key = getattr(cause, "full_key", None)
+    text = str(getattr(cause, "msg", None) or cause).strip().splitlines()
+    reason = text[0] if text else type(cause).__name__
+    if "Available options:" in text:  # an unknown config option: Hydra lists the known ones on the lines after
+        reason += f" (options: {', '.join(t.strip() for t in text[text.index('Available options:') + 1:] if t.strip())})"
+    return ConfigError(f"{key + ': ' if key else ''}{reason} — fix the override (each key is documented in conf/<group>/)")
+
+
+def _command_line_runs(argv: list[str]) -> list[list[str]] | None:
+    """The override lists the command line runs (one per sweep point with -m), or None for Hydra's own commands
+    (--help, --cfg, --info, ...) and sweeps only a sweeper plugin can expand."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.experimental_rerun:
+        return None
+    if not args.multirun:
+        return [args.overrides]
+    try:
+        return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args.overrides), None)[0]
+    except HydraException:
+        return None
+
+
+def check_command_line(config_dir: Path, config_name: str, argv: list[str]) -> None:
+    """Compose and check every config the command line asks for; raise ConfigError on the first bad one."""
+    runs = _command_line_runs(argv)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for overrides in runs or []:
+            try:
+                cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)
+                check_config(cfg)
+            except (HydraException, OmegaConfBaseException) as err:
+                raise _composition_error(err) from None
+
+
+def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:
+    """`@entry_point("steer")` over an experiment's task function: check the command line's config (one
+    `[ERROR]` line and exit 2 when it is bad), then run the task under Hydra with `conf/<config_name>.yaml`."""
+
+    def decorate(task: Callable[[DictConfig], None]) -> Callable[[], None]:
+        config_dir = (Path(inspect.getfile(task)).parent / ".." / "conf").resolve()
+        hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)
+
+        @functools.wraps(task)
+        def main() -> None:
+            try:
+                check_command_line(config_dir, config_name, sys.argv[1:])
+            except ConfigError as err:
+                logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+                log.error("%s", _one_line(err))
+                sys.exit(EXIT_USER_ERROR)
+            hydra_main()
+
+        return main
+
+    return decorate
+
+
 def run_job(cfg: DictConfig, stage: Stage) -> dict[str, Any] | None:
     """Run `stage` into the Hydra output directory unless a job with the same config already completed there."""
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -70,6 +144,7 @@ def run_job(cfg: DictConfig, stage: Stage) -> dict[str, Any] | None:
         log.info("%s: already complete for this config in %s; skipping", cfg.experiment, out)
         return done
     try:
+        check_config(cfg)
         with track(cfg, cfg.experiment, out) as tracker:
             metrics = redact(stage(cfg, out))
             metrics["config_key"] = key
