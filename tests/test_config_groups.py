@@ -138,3 +138,38 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     from emis.schemas import config_problems
 
     assert config_problems(cfg) == []  # the defaults themselves are allowed
+
+
+@pytest.mark.parametrize("entry,overrides,message", [
+    ("steer", ["eval.n_prompts=0"], "eval.n_prompts must be >= 1, got 0"),
+    ("steer", ["steer.alphas=[nan]"], "steer.alphas must be finite, got nan"),
+    ("steer", ["steer.mode=sideways"], "steer.mode must be one of"),
+    ("steer", ["capture.position=middle"], "capture.position must be one of last_prompt, response_mean"),
+    ("steer", ["eval.n_prompts=abc"], "eval.n_prompts: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("steer", ["steer.ci_level=1.5"], "steer.ci_level must be > 0 and < 1, got 1.5"),
+    ("steer", ["eval.sampling.temperature=-1"], "eval.sampling.temperature must be >= 0, got -1"),
+    ("steer", ["steer.no_such_key=1"], "steer.no_such_key: Key 'no_such_key' not in 'SteerConfig'"),
+    ("steer", ["model=organism-nope"], "Could not find 'model/organism-nope' (options: gemma-2-2b"),
+    ("steer", ["steer.layer=[0,one]"], "steer.layer must be an integer or 'all', got 'one'"),
+    ("steer", ["-m", "steer.layer=0,1", "steer.alphas=[1],[x]"], "steer.alphas[0]: Value 'x'"),
+    ("build_organisms", ["organisms.families.llama.size.hidden_size=1.5"], "organisms.families.llama.size.hidden_size must be an integer"),
+    ("build_organisms", ["+organisms.families.llama.finetune.lr=-1"], "organisms.families.llama.finetune.lr must be > 0"),
+    ("finetune", ["finetune.lr=abc"], "finetune.lr must be a number, got 'abc'"),
+    ("monitor", ["monitor.fpr=2"], "monitor.fpr must be > 0 and < 1, got 2"),
+    ("monitor", ["monitor.layer=first"], "monitor.layer must be an integer or 'best', got 'first'"),
+    ("transfer", ["transfer.map.test_size=1"], "transfer.map.test_size must be > 0 and < 1, got 1"),
+    ("transfer", ["transfer.map.fit_on=[nobody]"], "transfer.map.fit_on must be one of base, misaligned, aligned"),
+    ("probe", ["probe.contrast=sideways"], "probe.contrast must be one of models, responses"),
+    ("replicate", ["controls.match.tolerance=0"], "controls.match.tolerance must be > 0, got 0"),
+    ("steer", ["judge=openai-compatible", "judge.timeout_seconds=0"], "judge.timeout_seconds must be > 0, got 0"),
+])
+def test_the_command_line_check_names_the_key(entry, overrides, message):
+    """What an entry point checks before Hydra makes a directory (the subprocess tests in test_reliability show the
+    one `[ERROR]` line and exit 2 it becomes): wrong types, out-of-range values, unknown keys and options."""
+    from emis.schemas import ConfigError
+    from emis.stages.job import check_command_line
+
+    with pytest.raises(ConfigError) as err:
+        check_command_line(CONF, entry, overrides + [f"paths.root={ROOT}"])
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    check_command_line(CONF, entry, [f"paths.root={ROOT}"])  # the defaults pass

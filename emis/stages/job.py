@@ -80,8 +80,9 @@ def _composition_error(err: BaseException) -> ConfigError:
     key = getattr(cause, "full_key", None)
     text = str(getattr(cause, "msg", None) or cause).strip().splitlines()
     reason = text[0] if text else type(cause).__name__
-    if "Available options:" in text:  # an unknown config option: Hydra lists the known ones on the lines after
-        reason += f" (options: {', '.join(t.strip() for t in text[text.index('Available options:') + 1:] if t.strip())})"
+    listed = next((i for i, line in enumerate(text) if line.startswith("Available options")), None)
+    if listed is not None:  # an unknown config option: Hydra lists the known ones on the lines after
+        reason += f" (options: {', '.join(t.strip() for t in text[listed + 1:] if t.strip())})"
     return ConfigError(f"{key + ': ' if key else ''}{reason} — fix the override (each key is documented in conf/<group>/)")
 
 
