@@ -153,6 +153,7 @@ def cached_generations(model: LoadedModel, scorer: LoadedModel, prompts: list[st
         gens, surprise = _generate_and_score(model, scorer, prompts, steerings, sampling)
         atomic_write_json(path, {"code": code, "answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
                                  "surprise": [[None if np.isnan(x) else float(x) for x in row] for row in surprise]})
+    log.info("generations cached: %s", path)
     return gens, surprise
 
 
