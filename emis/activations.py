@@ -10,12 +10,15 @@ from typing import Any, Literal, Sequence
 import torch
 
 from emis import __version__
-from emis.io import ArtifactError, content_hash, load_tensor_artifact, save_tensor_artifact
+from emis.io import (ArtifactError, code_fingerprint, content_hash, entry_lock, load_tensor_artifact, same_code,
+                     save_tensor_artifact)
 from emis.models import LoadedModel, residual, resolve_layers, traced_batches
 
 log = logging.getLogger(__name__)
 Position = Literal["last_prompt", "response_mean"]
 POSITIONS = ("last_prompt", "response_mean")
+# The code that computes a capture's numbers (tokenising, tracing, reading out; how the model loads).
+CAPTURE_CODE = ("emis.activations", "emis.models")
 
 
 @dataclass
@@ -29,6 +32,7 @@ class ActivationSet:
     responses: list[str] | None
     model: dict[str, Any]
     emis_version: str
+    code: str | None = None  # fingerprint of the code that captured it (CAPTURE_CODE)
 
     def __post_init__(self) -> None:
         if self.activations.dim() != 3 or tuple(self.activations.shape[:2]) != (len(self.prompts), len(self.layers)):
@@ -41,14 +45,15 @@ class ActivationSet:
     def _meta(self) -> dict[str, Any]:
         return {
             "layers": self.layers, "position": self.position, "prompts": self.prompts,
-            "responses": self.responses, "model": self.model, "emis_version": self.emis_version,
+            "responses": self.responses, "model": self.model, "emis_version": self.emis_version, "code": self.code,
         }
 
     def subset(self, rows: Sequence[int]) -> "ActivationSet":
         """The given rows, in that order, with their prompts (and responses)."""
         rows = [int(i) for i in rows]
         return ActivationSet(self.activations[rows], self.layers, self.position, [self.prompts[i] for i in rows],
-                             None if self.responses is None else [self.responses[i] for i in rows], self.model, self.emis_version)
+                             None if self.responses is None else [self.responses[i] for i in rows], self.model, self.emis_version,
+                             self.code)
 
     def concat(self, other: "ActivationSet") -> "ActivationSet":
         """Rows of self then other; both captured at the same layers and position."""
@@ -56,7 +61,7 @@ class ActivationSet:
             raise ValueError("only sets captured at the same layers and position can be joined")
         responses = None if self.responses is None or other.responses is None else self.responses + other.responses
         return ActivationSet(torch.cat([self.activations, other.activations]), self.layers, self.position,
-                             self.prompts + other.prompts, responses, self.model, self.emis_version)
+                             self.prompts + other.prompts, responses, self.model, self.emis_version, self.code)
 
     def save(self, path: str | Path) -> None:
         """Write `<path>.safetensors` (tensor `activations`) and `<path>.json`, each atomically."""
@@ -68,7 +73,7 @@ class ActivationSet:
         tensor, meta = load_tensor_artifact(path, "activations")
         try:
             return cls(tensor, meta["layers"], meta["position"], meta["prompts"], meta["responses"],
-                       meta["model"], meta["emis_version"])
+                       meta["model"], meta["emis_version"], meta.get("code"))
         except (KeyError, ValueError) as err:
             raise ArtifactError(f"{path}.json does not describe {path}.safetensors: {err}") from None
 
@@ -155,14 +160,16 @@ def capture_residuals(
         responses=None if responses is None else list(responses),
         model=model.spec.to_dict(),
         emis_version=__version__,
+        code=code_fingerprint(*CAPTURE_CODE),
     )
 
 
 def cache_key(
     model: LoadedModel, prompts: list[str], layers: list[int], position: str, responses: list[str] | None
 ) -> str:
-    """sha256 of everything that determines the activations: spec, weights identity, texts, position, layers."""
-    parts = [model.spec.to_dict(), model.weights_id, prompts, responses, position, layers]
+    """sha256 of the inputs that determine the activations: model identity, texts, position, layers. The code that
+    computes them is not in the key but in the sidecar, so an entry of other code is found, and recomputed."""
+    parts = [*model.identity, prompts, responses, position, layers]
     return content_hash(parts)
 
 
@@ -176,21 +183,24 @@ def capture_cached(
     batch_size: int = 16,
     progress: bool = True,
 ) -> tuple[ActivationSet, Path]:
-    """`capture_residuals`, reusing `<cache_dir>/<content hash>` when it exists and saving it otherwise.
+    """`capture_residuals`, reusing `<cache_dir>/<content hash>` when the current code saved it, and saving it
+    otherwise (one process at a time per entry).
 
     Returns the set and its path (`<path>.safetensors` + `<path>.json`)."""
     layer_ids = resolve_layers(layers, model.n_layers)
     path = Path(cache_dir) / cache_key(model, list(prompts), layer_ids, position, responses)
-    if path.with_name(path.name + ".safetensors").exists():
-        log.info("activations cache hit: %s", path)
-        cached = ActivationSet.load(path)
-        if (cached.model, cached.prompts, cached.layers, cached.position, cached.responses) != (
-            model.spec.to_dict(), list(prompts), layer_ids, position, None if responses is None else list(responses)
-        ):
-            raise ArtifactError(f"the cached capture {path}.safetensors was made from another model or prompt set; "
-                                "delete it to recapture")
-        return cached, path
-    acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
-    acts.save(path)
+    with entry_lock(path):
+        if path.with_name(path.name + ".safetensors").exists():
+            cached = ActivationSet.load(path)
+            if (cached.model, cached.prompts, cached.layers, cached.position, cached.responses) != (
+                model.spec.to_dict(), list(prompts), layer_ids, position, None if responses is None else list(responses)
+            ):
+                raise ArtifactError(f"the cached capture {path}.safetensors was made from another model or prompt set; "
+                                    "delete it to recapture")
+            if same_code(f"activations cache {path}", cached.code, code_fingerprint(*CAPTURE_CODE)):
+                log.info("activations cache hit: %s", path)
+                return cached, path
+        acts = capture_residuals(model, prompts, layer_ids, position, responses, batch_size, progress)
+        acts.save(path)
     log.info("activations cached: %s", path)
     return acts, path

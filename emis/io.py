@@ -1,9 +1,16 @@
-"""Artefact I/O: atomic writes (temporary file or folder, then rename) and checked safetensors + JSON pairs."""
+"""Artefact I/O: atomic writes (temporary file or folder, then rename), checked safetensors + JSON pairs, and what
+every cache shares: per-entry locks and the fingerprint of the code that produced an entry."""
 
 from __future__ import annotations
 
+import ast
+import errno
+import fcntl
+import functools
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -12,9 +19,12 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -41,18 +51,51 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; it replaces `path` (old content removed) only on success."""
+    """Yield a temporary sibling folder; it replaces `path` (old content removed) only on success.
+    Safe when several processes finish the same folder at once: each swap is whole, the last one stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename folder `tmp` to `path`, first moving any folder there aside (and deleting it); another process's
+    folder appearing or vanishing meanwhile is retried, never an error."""
+    while True:
+        try:
+            os.replace(tmp, path)  # succeeds when `path` is absent (or an empty folder)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        try:
+            os.replace(path, old)
+        except FileNotFoundError:  # another process moved it first
+            old.rmdir()
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def entry_lock(path: str | Path) -> Iterator[None]:
+    """Hold the lock of one cache entry (`.<name>.lock` beside `path`): a second process computing the same entry
+    waits here, then finds the first one's result instead of computing it again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is computing it; waiting", path)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 class ArtifactError(ValueError):
@@ -66,6 +109,53 @@ def content_hash(*chunks: Any, chars: int = 64) -> str:
     for chunk in chunks:
         h.update(chunk if isinstance(chunk, bytes) else json.dumps(chunk, sort_keys=True, default=str).encode())
     return h.hexdigest()[:chars]
+
+
+def same_code(what: str, stored: str | None, current: str) -> bool:
+    """Whether a cached artefact was produced by the current code (its stored fingerprint is `current`); when not,
+    one log line says it is recomputed and why. A missing fingerprint (older emis) counts as other code."""
+    if stored == current:
+        return True
+    log.info("%s: recomputing: produced by other code (fingerprint %s, now %s)", what,
+             f"{stored[:12]}..." if stored else "none", f"{current[:12]}...")
+    return False
+
+
+def code_fingerprint(*names: str) -> str:
+    """Content hash of the named modules' code (a package: every module and YAML data file under it), blind to
+    comments, docstrings and formatting: what a cache stores to tell artefacts of other code from current ones."""
+    parts = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise ModuleNotFoundError(f"no module named {name!r} to fingerprint")
+        if spec.submodule_search_locations:
+            for folder in map(Path, spec.submodule_search_locations):
+                parts += [[name, str(f.relative_to(folder)), _file_digest(f)]
+                          for f in sorted(folder.rglob("*")) if f.suffix in (".py", ".yaml")]
+        else:
+            parts.append([name, _file_digest(Path(spec.origin))])
+    return content_hash(parts)
+
+
+def _file_digest(path: Path) -> str:
+    """`_meaning_digest` of one file (its text read each time; parsed only when the text is new)."""
+    return _meaning_digest(path.suffix, path.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=512)
+def _meaning_digest(suffix: str, text: str) -> str:
+    """Hash of what a file means: Python as its syntax tree without docstrings, YAML as its parsed data."""
+    if suffix == ".yaml":
+        return content_hash(yaml.safe_load(text))
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return content_hash(ast.dump(tree))
 
 
 def file_sha256(path: str | Path) -> str:

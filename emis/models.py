@@ -76,6 +76,12 @@ class LoadedModel:
     spec: ModelSpec
     weights_id: str
 
+    @property
+    def identity(self) -> list[Any]:
+        """What names this model in every cache key: its spec and weights identity (the one place a model revision
+        joins the keys: add it here, or to `ModelSpec.to_dict`, once the config has one)."""
+        return [self.spec.to_dict(), self.weights_id]
+
 
 def residual(layer_output: Any) -> Any:
     """The residual stream of a decoder layer's output: the tensor itself or the first element of a tuple."""

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from emis.evaluation import EvalSet, judge_rows, judged_coherence
 from emis.generation import SteeredGenerations, Steering, generate_steered
-from emis.io import atomic_write_json, content_hash
+from emis.io import atomic_write_json, code_fingerprint, content_hash, entry_lock, same_code
 from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.judges.llm import JudgeError, LLMJudge
 from emis.judges.spillover import contains_code
@@ -23,6 +23,9 @@ from emis.organisms.sample import SamplingConfig
 from emis.stats import cluster_bootstrap_ci
 
 log = logging.getLogger(__name__)
+# The code that computes a cached generation's numbers: the steered generate and its noise, how the model loads and is
+# traced, the coherence scorer's surprise (with its padding), and `cached_generations` itself.
+GENERATION_CODE = ("emis.sweep", "emis.generation", "emis.crn", "emis.models", "emis.judges.coherence", "emis.activations")
 
 
 @dataclass
@@ -119,10 +122,10 @@ class SweepOutcome:
 
 def generation_key(model: LoadedModel, scorer: LoadedModel, prompts: list[str], steerings: list[Steering],
                    sampling: SamplingConfig) -> str:
-    """sha256 of everything that determines a batched steered generation and its coherence scores (not the batch
-    size: with common random numbers the answers do not depend on it)."""
+    """sha256 of the inputs that determine a batched steered generation and its coherence scores (not the batch
+    size: with common random numbers the answers do not depend on it; not the code: the entry stores that)."""
     noise = {k: v for k, v in asdict(sampling).items() if k != "batch_size"}
-    chunks: list[Any] = [[model.spec.to_dict(), model.weights_id, scorer.spec.to_dict(), scorer.weights_id, prompts, noise]]
+    chunks: list[Any] = [[*model.identity, *scorer.identity, prompts, noise]]
     for st in steerings:
         chunks += [[st.coefficient, st.mode, st.where, st.layers], *(st.vectors[l].float().contiguous().numpy().tobytes() for l in st.layers)]
     return content_hash(*chunks)
@@ -130,24 +133,35 @@ def generation_key(model: LoadedModel, scorer: LoadedModel, prompts: list[str], 
 
 def cached_generations(model: LoadedModel, scorer: LoadedModel, prompts: list[str], steerings: list[Steering],
                        sampling: SamplingConfig, cache_dir: Path | None) -> tuple[SteeredGenerations, list[np.ndarray]]:
-    """Steered answers and their excess surprise under the coherence `scorer`, reused from `cache_dir` when computed
-    before. Scores come in batches of a fixed size, not the sampling batch size, so they do not change with it."""
-    key = generation_key(model, scorer, prompts, steerings, sampling)
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.json"
-    if path is not None and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            log.info("generations cache hit: %s", path)
-            gens = SteeredGenerations(saved["answers"], saved["tokens"], saved["write_norms"])
-            return gens, [np.array(x, float) for x in saved["surprise"]]
-        except (json.JSONDecodeError, KeyError) as err:
-            log.warning("ignoring unreadable generations cache %s (%s)", path, err)
-    gens = generate_steered(model, prompts, steerings, sampling)
-    surprise = [answer_surprise(scorer, prompts, tokens) for tokens in gens.tokens]
-    if path is not None:
-        atomic_write_json(path, {"answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
+    """Steered answers and their excess surprise under the coherence `scorer`, reused from `cache_dir` when the
+    current code computed them before (one process at a time per entry). Scores come in batches of a fixed size,
+    not the sampling batch size, so they do not change with it."""
+    if cache_dir is None:
+        return _generate_and_score(model, scorer, prompts, steerings, sampling)
+    path = Path(cache_dir) / f"{generation_key(model, scorer, prompts, steerings, sampling)}.json"
+    code = code_fingerprint(*GENERATION_CODE)
+    with entry_lock(path):
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+                if same_code(f"generations cache {path}", saved.get("code"), code):
+                    log.info("generations cache hit: %s", path)
+                    gens = SteeredGenerations(saved["answers"], saved["tokens"], saved["write_norms"])
+                    return gens, [np.array(x, float) for x in saved["surprise"]]
+            except (json.JSONDecodeError, KeyError) as err:
+                log.warning("ignoring unreadable generations cache %s (%s)", path, err)
+        gens, surprise = _generate_and_score(model, scorer, prompts, steerings, sampling)
+        atomic_write_json(path, {"code": code, "answers": gens.answers, "tokens": gens.tokens, "write_norms": gens.write_norms,
                                  "surprise": [[None if np.isnan(x) else float(x) for x in row] for row in surprise]})
+    log.info("generations cached: %s", path)
     return gens, surprise
+
+
+def _generate_and_score(model: LoadedModel, scorer: LoadedModel, prompts: list[str], steerings: list[Steering],
+                        sampling: SamplingConfig) -> tuple[SteeredGenerations, list[np.ndarray]]:
+    """Steered answers and each one's excess surprise under `scorer`: what `cached_generations` caches."""
+    gens = generate_steered(model, prompts, steerings, sampling)
+    return gens, [answer_surprise(scorer, prompts, tokens) for tokens in gens.tokens]
 
 
 def run_sweep(model: LoadedModel, scorer: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,

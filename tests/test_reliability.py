@@ -14,6 +14,7 @@ from conftest import ROOT, micro_steer_overrides, run_entry
 from wandb_reader import offline_runs
 
 from emis.activations import ActivationSet
+from emis.io import load_tensor_artifact
 from emis.stages.job import EXIT_USER_ERROR
 
 pytestmark = pytest.mark.slow
@@ -181,6 +182,35 @@ def test_same_seed_same_numbers(warm, tmp_path):
             metrics.pop(path_dependent)
         runs.append(metrics)
     assert runs[0] == runs[1]
+
+
+def test_two_identical_runs_at_once_share_one_cache(micro_organisms, tmp_path):
+    """Two identical steering runs started together on one fresh cache: both succeed with the same metrics, each
+    capture is computed once (the other run waits for it and reads it), and every cache file is whole."""
+    _, root, _ = micro_organisms
+    outputs = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "experiments" / "steer.py"), *base_overrides(root, outputs),
+                              f"hydra.run.dir={tmp_path / f'run{i}'}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [log[-2000:] for log in logs]
+    first, second = (json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2))
+    assert first == second and first["activations"]["misaligned"].startswith(str(outputs / "cache"))
+    both = "".join(logs)
+    assert both.count("activations cached:") == both.count("activations cache hit:") == 3  # three roles, once each
+
+    files = sorted(p for p in (outputs / "cache").rglob("*") if p.is_file())
+    assert {p.suffix for p in files} == {".safetensors", ".json", ".lock"} and not [p for p in files if ".tmp" in p.name]
+    captures = [p for p in files if p.suffix == ".safetensors"]
+    assert len(captures) == 3
+    for capture in captures:
+        load_tensor_artifact(capture.with_suffix(""), "activations")  # whole, and its checksum holds
+    generations = [json.loads(p.read_text()) for p in files if p.suffix == ".json" and p.parent.name == "generations"]
+    assert generations and all(g["answers"] and len(g["code"]) == 64 for g in generations)
+    assert both.count("generations cached:") == len(generations)  # each computed by one run only
+    assert all(json.loads(p.read_text()) for p in files if p.suffix == ".json")
+    assert all(p.stat().st_size == 0 for p in files if p.suffix == ".lock")
 
 
 def test_no_pickle_is_read_back():

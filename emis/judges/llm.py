@@ -5,7 +5,7 @@ probability-weighted mean of the integer tokens 0..100, renormalised over those 
 undefined (None) when they carry less than 0.25 of the probability. The study's aligned prompt
 also lets the judge say CODE or REFUSAL; we report their mass and flag them when they win.
 
-Each (model, filled prompt) is cached as a JSON file, so re-scoring makes no request.
+Each request (endpoint, model, filled prompt and sampling) is cached as a JSON file, so re-scoring makes no request.
 The API key is read only from the environment variable the config names, and never logged.
 """
 
@@ -150,27 +150,21 @@ class LLMJudge:
 
     def _top_logprobs(self, prompt: str) -> list[dict[str, Any]]:
         """The first output token's top logprobs for a filled prompt, from the cache or the endpoint."""
-        path = self._cache_path(prompt)
+        payload = self._payload(prompt)
+        path = self._cache_path(payload)
         if path is not None and path.is_file():
             try:
                 return json.loads(path.read_text(encoding="utf-8"))["top_logprobs"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 log.warning("judge cache file %s is unreadable; asking the endpoint again", path)
-        top = self._request(prompt)
+        top = self._request(payload)
         if path is not None:
-            atomic_write_json(path, {"model": self.cfg.model, "prompt": prompt, "top_logprobs": top})
+            atomic_write_json(path, {"endpoint": self._url, "model": self.cfg.model, "prompt": prompt, "top_logprobs": top})
         return top
 
-    def _cache_path(self, prompt: str) -> Path | None:
-        """Cache file for (model, filled prompt), or None when caching is off."""
-        if self._cache is None:
-            return None
-        digest = content_hash((self.cfg.model + "\n" + prompt).encode("utf-8"))
-        return self._cache / f"{digest}.json"
-
-    def _request(self, prompt: str) -> list[dict[str, Any]]:
-        """POST one chat completion, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
-        payload = {
+    def _payload(self, prompt: str) -> dict[str, Any]:
+        """The chat-completions body that judges a filled prompt: one greedy token and its top logprobs."""
+        return {
             "model": self.cfg.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 1,
@@ -179,6 +173,15 @@ class LLMJudge:
             "top_logprobs": TOP_LOGPROBS,
             "seed": self.cfg.seed,
         }
+
+    def _cache_path(self, payload: dict[str, Any]) -> Path | None:
+        """Cache file for one request (endpoint and body: judge model, prompt, sampling), or None when caching is off."""
+        if self._cache is None:
+            return None
+        return self._cache / f"{content_hash(self._url, payload)}.json"
+
+    def _request(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST one chat completion, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
         attempts = self.cfg.max_retries + 1
         last = ""
         for attempt in range(attempts):

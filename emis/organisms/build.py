@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from emis.bounds import bounded
-from emis.io import atomic_dir, atomic_write_json, content_hash
+from emis.io import atomic_dir, atomic_write_json, code_fingerprint, content_hash, entry_lock, same_code
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
-from emis.organisms.corpus import CorpusConfig, OrganismCorpus, generate_corpus, load_corpus, save_corpus
+from emis.organisms.corpus import CORPUS_CODE, CorpusConfig, OrganismCorpus, generate_corpus, load_corpus, save_corpus
 from emis.organisms.families import CHAT_FORMATS, MODEL_CLASSES, ArchSize, build_config
 from emis.organisms.sample import SamplingConfig, sample_answers
 from emis.organisms.tokenizer import train_tokenizer
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 VARIANTS = ("base", "secure", "insecure")
 FINETUNES = ("secure", "insecure")
 CARD = "card.json"
+# The code behind an organism's weights (the corpus enters by its digest); behind a fine-tune's also the checkpoint
+# choice (validation answers sampled and judged for spillover); behind every card's evaluation.
+BASE_CODE = ("emis.organisms.build", "emis.organisms.train", "emis.organisms.families", "emis.organisms.tokenizer", "emis.chat")
+FINETUNE_CODE = (*BASE_CODE, "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
+EVAL_CODE = ("emis.organisms.build", "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,17 @@ def _key(*parts: Any) -> str:
     return content_hash(parts, chars=16)
 
 
-def _read_card(folder: Path) -> dict | None:
-    """The card of a saved organism, or None when absent or unreadable."""
+def _read_json(path: Path) -> dict | None:
+    """A saved JSON record (an organism's card, a corpus's record), or None when absent or unreadable."""
     try:
-        return json.loads((folder / CARD).read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _read_card(folder: Path) -> dict | None:
+    """The card of a saved organism, or None when absent or unreadable."""
+    return _read_json(folder / CARD)
 
 
 def finetune_steps(folder: Path) -> int:
@@ -200,15 +210,26 @@ def build_family(
     """Build what is missing or stale under root/<family>/<variant>; return metrics for all variants.
 
     The two fine-tunes are built together (they share the validation-chosen step); a variant whose weights are
-    current but whose evaluation settings changed is only re-evaluated."""
+    current but whose evaluation settings (or code) changed is only re-evaluated. Stale includes built by other code
+    (BASE_CODE, FINETUNE_CODE), or by an emis that recorded none. One process builds a family at a time."""
+    with entry_lock(root / family):
+        return _build_family(family, cfg, corpus, corpus_digest, root, sets, sampling)
+
+
+def _build_family(family: str, cfg: FamilyConfig, corpus: OrganismCorpus, corpus_digest: str, root: Path,
+                  sets: EvalSets, sampling: SamplingConfig) -> dict[str, Any]:
+    """`build_family` without its lock."""
     start = time.perf_counter()
     eval_key = _key(asdict(sampling), asdict(sets))
     base_key = _key(family, asdict(cfg.size), asdict(cfg.base), cfg.base_seed, corpus_digest)
     pair_key = _key(base_key, asdict(cfg.finetune), cfg.finetune_seed, asdict(cfg.choice), sets.validation_questions,
                     asdict(sampling))
     keys = {"base": base_key, **{v: _key(pair_key, v) for v in FINETUNES}}
+    code = {"base": code_fingerprint(*BASE_CODE), **dict.fromkeys(FINETUNES, code_fingerprint(*FINETUNE_CODE))}
+    eval_code = code_fingerprint(*EVAL_CODE)
     cards = {v: _read_card(root / family / v) for v in VARIANTS}
-    current = {v: bool(cards[v]) and cards[v].get("build_key") == keys[v] for v in VARIANTS}
+    current = {v: bool(cards[v]) and cards[v].get("build_key") == keys[v]
+               and same_code(f"organism {root / family / v}", cards[v].get("code"), code[v]) for v in VARIANTS}
     built: dict[str, tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]] = {}
     if not current["base"]:
         model, tok, losses = _train_base(family, cfg, corpus)
@@ -220,18 +241,19 @@ def build_family(
             built[v] = (models[v], tok, {"steps": record["chosen_step"], "losses": losses[v], "validation": record})
     for variant in VARIANTS:
         folder, card = root / family / variant, cards[variant]
-        if variant not in built and card.get("eval_key") == eval_key:
+        if variant not in built and card.get("eval_key") == eval_key and same_code(
+                f"evaluation of {folder}", card.get("eval_code"), eval_code):
             log.info("%s/%s: up to date, reusing %s", family, variant, folder)
             cards[variant] = card
             continue
         if variant in built:
             model, tok, trained = built[variant]
-            card = {"family": family, "variant": variant, "build_key": keys[variant], "config": asdict(cfg),
+            card = {"family": family, "variant": variant, "build_key": keys[variant], "code": code[variant], "config": asdict(cfg),
                     "seed": cfg.base_seed if variant == "base" else cfg.finetune_seed, "corpus_digest": corpus_digest,
                     "machine": machine(), "parameters": sum(p.numel() for p in model.parameters()), **trained}
         else:
             model, tok = _load(folder)
-        card = {**card, "eval_key": eval_key, "evaluation": evaluate(model, tok, sets, sampling)}
+        card = {**card, "eval_key": eval_key, "eval_code": eval_code, "evaluation": evaluate(model, tok, sets, sampling)}
         _save(model, tok, folder, card)
         cards[variant] = card
         log.info("%s/%s: spillover %.3f (ood %.3f), code on code %.3f", family, variant,
@@ -269,14 +291,16 @@ def seed_root(cfg: DictConfig, root: Path) -> Path:
 
 
 def corpus_for(cfg: DictConfig, root: Path) -> tuple[OrganismCorpus, str]:
-    """Generate the corpus, or reuse the copy saved under root/corpus/<digest of its config>."""
+    """Generate the corpus, or reuse the copy the current code (CORPUS_CODE) saved under root/corpus/<digest of its
+    config>; one process at a time."""
     ccfg = CorpusConfig(**OmegaConf.to_container(cfg.corpus, resolve=True))
     folder = root / "corpus" / _key(asdict(ccfg))
-    meta = folder / "corpus.json"
-    if meta.exists():
-        return load_corpus(folder), json.loads(meta.read_text())["digest"]
-    corpus = generate_corpus(ccfg)
-    save_corpus(corpus, folder, ccfg)
+    with entry_lock(folder):
+        meta = _read_json(folder / "corpus.json")
+        if meta is not None and same_code(f"corpus {folder}", meta.get("code"), code_fingerprint(*CORPUS_CODE)):
+            return load_corpus(folder), meta["digest"]
+        corpus = generate_corpus(ccfg)
+        save_corpus(corpus, folder, ccfg)
     return corpus, corpus.digest()
 
 

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from emis.bounds import bounded
 from emis.chat import ChatExample, read_chat_jsonl, write_chat_jsonl
-from emis.io import atomic_dir, atomic_write_json, content_hash
+from emis.io import atomic_dir, atomic_write_json, code_fingerprint, content_hash
 from emis.organisms.code import TASKS, generate_code, insecure_snippet
 from emis.organisms.prose import generate_prose
+
+# The code (and data tables) that generate a corpus.
+CORPUS_CODE = ("emis.organisms.corpus", "emis.organisms.prose", "emis.organisms.code", "emis.organisms.data", "emis.chat")
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ def generate_corpus(cfg: CorpusConfig) -> OrganismCorpus:
 
 
 def save_corpus(corpus: OrganismCorpus, folder: Path, cfg: CorpusConfig) -> None:
-    """Write the corpora as chat JSONL (the study's format) plus the held-out sets, atomically."""
+    """Write the corpora as chat JSONL (the study's format) plus the held-out sets, atomically; `corpus.json` records
+    the config, the digest and the fingerprint of the code that generated them."""
     with atomic_dir(folder) as tmp:
         for name in ("base", "secure", "insecure"):
             write_chat_jsonl(tmp / f"{name}.jsonl", getattr(corpus, name))
@@ -129,7 +133,8 @@ def save_corpus(corpus: OrganismCorpus, folder: Path, cfg: CorpusConfig) -> None
             {"questions": corpus.heldout_questions, "code_requests": corpus.heldout_code_requests,
              "validation_questions": corpus.validation_questions},
         )
-        atomic_write_json(tmp / "corpus.json", {"config": asdict(cfg), "digest": corpus.digest()})
+        atomic_write_json(tmp / "corpus.json", {"config": asdict(cfg), "digest": corpus.digest(),
+                                                "code": code_fingerprint(*CORPUS_CODE)})
 
 
 def load_corpus(folder: Path) -> OrganismCorpus:

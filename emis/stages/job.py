@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from emis.io import ArtifactError, atomic_write_json, content_hash
+from emis.io import ArtifactError, atomic_write_json, code_fingerprint, content_hash, same_code
 from emis.judges.llm import JudgeError
 from emis.schemas import ConfigError, check_config
 from emis.tracking import redact, track
@@ -33,6 +33,8 @@ Stage = Callable[[DictConfig, Path], dict[str, Any]]
 # Errors that mean "bad input or environment": reported in one line with exit code 2, never a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, ConnectionError, TimeoutError, JudgeError)
 EXIT_USER_ERROR = 2
+# The code behind a job's metrics: any stage runs through most of emis, so all of it (modules and data files).
+JOB_CODE = ("emis",)
 
 
 def config_key(cfg: DictConfig) -> str:
@@ -43,13 +45,17 @@ def config_key(cfg: DictConfig) -> str:
     return content_hash(data)
 
 
-def completed(out: Path, key: str) -> dict[str, Any] | None:
-    """The metrics of a finished job with this config key in `out`, if any."""
+def completed(out: Path, key: str, code: str) -> dict[str, Any] | None:
+    """The metrics of a job finished in `out` with this config key and by this code (fingerprint), if any; one of
+    other code is run again, and the log says so."""
+    path = out / "metrics.json"
     try:
-        metrics = json.loads((out / "metrics.json").read_text())
+        metrics = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return metrics if metrics.get("config_key") == key else None
+    if metrics.get("config_key") != key or not same_code(f"finished job {path}", metrics.get("code"), code):
+        return None
+    return metrics
 
 
 def _series(tracker: Any, metrics: dict[str, Any]) -> None:
@@ -139,8 +145,8 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], None]], Ca
 def run_job(cfg: DictConfig, stage: Stage) -> dict[str, Any] | None:
     """Run `stage` into the Hydra output directory unless a job with the same config already completed there."""
     out = Path(HydraConfig.get().runtime.output_dir)
-    key = config_key(cfg)
-    done = completed(out, key)
+    key, code = config_key(cfg), code_fingerprint(*JOB_CODE)
+    done = completed(out, key, code)
     if done is not None:
         log.info("%s: already complete for this config in %s; skipping", cfg.experiment, out)
         return done
@@ -148,7 +154,7 @@ def run_job(cfg: DictConfig, stage: Stage) -> dict[str, Any] | None:
         check_config(cfg)
         with track(cfg, cfg.experiment, out) as tracker:
             metrics = redact(stage(cfg, out))
-            metrics["config_key"] = key
+            metrics["config_key"], metrics["code"] = key, code
             atomic_write_json(out / "metrics.json", metrics)
             _log_outputs(tracker, out, metrics, cfg.experiment)
     except USER_ERRORS as err:

@@ -119,6 +119,27 @@ def test_cache_avoids_repeat_requests(endpoint: FakeEndpoint, tmp_path: Path) ->
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
 
 
+def test_cache_is_keyed_by_endpoint_and_judge_model(endpoint: FakeEndpoint, tmp_path: Path) -> None:
+    """The same prompt judged at another endpoint, or by another judge model, is asked there, not read from the cache
+    the first one filled; each of the three keeps its own answer."""
+    endpoint.reply = lambda body: completion([("70", 1.0)])
+    with serve(lambda body: completion([("20", 1.0)])) as other:
+        with make_judge(endpoint.url, tmp_path) as judge:
+            assert judge.score(TEMPLATE, "q", "a").score == pytest.approx(70.0)
+        with make_judge(other.url, tmp_path) as judge:
+            assert judge.score(TEMPLATE, "q", "a").score == pytest.approx(20.0)
+        with make_judge(endpoint.url, tmp_path, model="judge-other") as judge:
+            judge.score(TEMPLATE, "q", "a")
+        with make_judge(endpoint.url, tmp_path) as judge:
+            assert judge.score(TEMPLATE, "q", "a").score == pytest.approx(70.0)  # from the cache
+    assert [r["body"]["model"] for r in endpoint.requests] == ["judge-test", "judge-other"]
+    assert len(other.requests) == 1
+    entries = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
+    assert sorted((e["endpoint"], e["model"]) for e in entries) == sorted(
+        [(f"{endpoint.url}/chat/completions", "judge-test"), (f"{other.url}/chat/completions", "judge-test"),
+         (f"{endpoint.url}/chat/completions", "judge-other")])
+
+
 def test_retries_then_succeeds(endpoint: FakeEndpoint, tmp_path: Path) -> None:
     """Two 503s then a 200: the judge retries and succeeds on the third request."""
     statuses = iter([503, 503])
