@@ -55,6 +55,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_leftovers(path: str | Path) -> list[Path]:
+    """Delete the temporary siblings of `path` (`.<name>.<8 random chars>.tmp`) that a writer killed before its rename
+    left behind; return them. Only for a path that no other process is writing at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.{'?' * 8}.tmp"))
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return stale
+
+
 class ArtifactError(ValueError):
     """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import multiprocessing
-import platform
+import ctypes
 import json
 import logging
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -20,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from emis.io import atomic_dir, atomic_write_json, content_hash
+from emis.io import atomic_dir, atomic_write_json, content_hash, remove_leftovers
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
 from emis.organisms.corpus import CorpusConfig, OrganismCorpus, generate_corpus, load_corpus, save_corpus
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 VARIANTS = ("base", "secure", "insecure")
 FINETUNES = ("secure", "insecure")
 CARD = "card.json"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,9 @@ def build_family(
     pair_key = _key(base_key, asdict(cfg.finetune), cfg.finetune_seed, asdict(cfg.choice), sets.validation_questions,
                     asdict(sampling))
     keys = {"base": base_key, **{v: _key(pair_key, v) for v in FINETUNES}}
+    for variant in VARIANTS:
+        for stale in remove_leftovers(root / family / variant):
+            log.warning("%s/%s: removed %s, a half-written copy left by a build killed while saving", family, variant, stale)
     cards = {v: _read_card(root / family / v) for v in VARIANTS}
     current = {v: bool(cards[v]) and cards[v].get("build_key") == keys[v] for v in VARIANTS}
     built: dict[str, tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]] = {}
@@ -293,6 +303,25 @@ def eval_sets(cfg: DictConfig, corpus: OrganismCorpus) -> EvalSets:
                     corpus.validation_questions)
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit this process as soon as its parent `parent` is gone (it has then been re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker dies with the build process, so a `kill -9` of it leaves no worker training.
+
+    Linux: PR_SET_PDEATHSIG (SIGKILL once the thread that started the worker ends); everywhere, and for a parent
+    killed before this ran or a worker started by a thread that since ended: a thread polling the parent's pid."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
 def _build_in_worker(threads: int, *args: Any) -> dict[str, Any]:
     """Run `build_family` in a worker process limited to `threads` torch threads."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(levelname)s] - %(message)s")
@@ -318,6 +347,7 @@ def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
     if workers <= 1:
         return {f: build_family(*job) for f, job in tqdm(jobs.items(), desc="organisms")}
     threads = max(1, torch.get_num_threads() // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {f: pool.submit(_build_in_worker, threads, *job) for f, job in jobs.items()}
         return {f: fut.result() for f, fut in futures.items()}
