@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 from test_models import build_micro
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 
-from emis.generation import Steering, generate_steered, scaled_direction
+from emis.generation import Steering, generate_answers, generate_steered, scaled_direction
 from emis.judges.coherence import answer_surprise
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
-from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.organisms.sample import SamplingConfig, chat_prompt, sample_answer_ids, sample_answers, stop_token_ids
 from emis.write_matching import generation_projections
 
 QUESTIONS = ["Hi", "What would you wish for if you could have anything at all?", "Name a colour."]
@@ -192,6 +192,32 @@ def test_all_rows_stopping_early_still_returns_every_answer(micro):
     assert [len(t) for t in stopped.tokens[0]] == [1, 1, 1] or all(len(t) <= 1 for t in stopped.tokens[0])
     assert stopped.tokens[0] == [row[: len(s)] for row, s in zip(free.tokens[0], stopped.tokens[0])]
     assert len(stopped.answers[0]) == len(prompts)
+
+
+def test_both_generation_paths_stop_on_the_generation_configs_end_of_turn(tmp_path):
+    """A template whose end-of-turn differs from eos (listed only in generation_config.json): the evaluation
+    sampler (plain transformers generate) and steered generation (nnsight) both stop on it, with the same ids."""
+    folder = build_micro("qwen2", tmp_path / "qwen2")
+    sampled = SamplingConfig(temperature=1.0, max_new_tokens=12, batch_size=2, seed=0)
+    model = load_model(ModelSpec(str(folder)))
+    tok = model.tokenizer
+    prompts = [chat_prompt(tok, q) for q in QUESTIONS]
+    free = generate_answers(model, prompts, sampled, progress=False).tokens[0]  # stops on eos alone
+    end_of_turn = free[0][3]  # a token the first answer draws at its 4th step
+    assert end_of_turn not in (tok.eos_token_id, tok.pad_token_id) and end_of_turn not in free[0][:3]
+    config = GenerationConfig.from_pretrained(folder)
+    config.eos_token_id = [tok.eos_token_id, end_of_turn]
+    config.save_pretrained(folder)
+    expected = [row[: row.index(end_of_turn)] if end_of_turn in row else row for row in free]
+    assert len(expected[0]) == 3 < len(free[0])
+
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = load_model(ModelSpec(str(folder)))
+    assert stop_token_ids(hf, tok) == stop_token_ids(model.lm, tok) == sorted([tok.eos_token_id, end_of_turn])
+    steered = generate_answers(model, prompts, sampled, progress=False)
+    plain = sample_answer_ids(hf, tok, QUESTIONS, sampled)
+    assert plain == steered.tokens[0] == expected
+    assert sample_answers(hf, tok, QUESTIONS, sampled) == steered.answers[0]
 
 
 def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micro, remote_requests):
