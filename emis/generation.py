@@ -134,10 +134,12 @@ def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, 
                     a = coef.to(h.device)[:, None, None]
                     if mode == "subtract":
                         write = a * v
-                    else:  # the projection in float32 whatever the model's dtype, so alpha = 1 removes the component
+                    else:
                         u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                         write = a * (h[:, span].float() * u).sum(-1, keepdim=True) * u
-                    h[:, span] -= write.to(h.dtype)
+                    # in float32 whatever the model's dtype, rounded once back to it: in bf16, alpha = 1 ablation then
+                    # leaves only the rounding of the result along u (at most 2^-8 of its norm)
+                    h[:, span] = (h[:, span].float() - write).to(h.dtype)
                     written[:, step] += write[:, -1].norm(dim=-1).cpu()
                 if cfg.temperature > 0:
                     logits = model.lm.output.logits
