@@ -15,7 +15,7 @@ import torch
 
 from emis.crn import forced_logits, row_keys
 from emis.models import LoadedModel, residual, traced_batches
-from emis.organisms.sample import SamplingConfig
+from emis.organisms.sample import SamplingConfig, answer_ids, stop_token_ids
 
 log = logging.getLogger(__name__)
 Mode = Literal["subtract", "ablate"]
@@ -101,18 +101,6 @@ def _check_batch(model: LoadedModel, steerings: Sequence[Steering]) -> tuple[lis
     return first.layers, first.mode, first.where
 
 
-def _stop_ids(model: LoadedModel) -> set[int]:
-    """Token ids that end an answer: the generation config's eos id(s) and the tokenizer's."""
-    eos = getattr(getattr(model.lm, "generation_config", None), "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos]) | {model.tokenizer.eos_token_id}
-    return {i for i in ids if i is not None}
-
-
-def _answer_ids(row: list[int], stops: set[int]) -> list[int]:
-    """A generated row cut at its first end-of-turn token (what follows is padding)."""
-    return next((row[:i] for i, t in enumerate(row) if t in stops), row)
-
-
 @dataclass(frozen=True)
 class SteeredBatch:
     """One generate call's rows: inputs, each steered layer's per-row vectors [B, d], per-row coefficients [B],
@@ -135,7 +123,8 @@ def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, 
     n = cfg.max_new_tokens
     span = slice(None) if where == "all" else slice(-1, None)
     tok = model.tokenizer
-    with model.lm.generate(max_new_tokens=n, pad_token_id=tok.pad_token_id, do_sample=False) as tracer:
+    with model.lm.generate(max_new_tokens=n, eos_token_id=stop_token_ids(model.lm, tok), pad_token_id=tok.pad_token_id,
+                           do_sample=False) as tracer:
         with tracer.invoke(rows):
             written = torch.zeros(coef.shape[0], n).save()
             for step in tracer.iter[:n]:
@@ -145,10 +134,12 @@ def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, 
                     a = coef.to(h.device)[:, None, None]
                     if mode == "subtract":
                         write = a * v
-                    else:  # the projection in float32 whatever the model's dtype, so alpha = 1 removes the component
+                    else:
                         u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                         write = a * (h[:, span].float() * u).sum(-1, keepdim=True) * u
-                    h[:, span] -= write.to(h.dtype)
+                    # in float32 whatever the model's dtype, rounded once back to it: in bf16, alpha = 1 ablation then
+                    # leaves only the rounding of the result along u (at most 2^-8 of its norm)
+                    h[:, span] = (h[:, span].float() - write).to(h.dtype)
                     written[:, step] += write[:, -1].norm(dim=-1).cpu()
                 if cfg.temperature > 0:
                     logits = model.lm.output.logits
@@ -171,7 +162,7 @@ def generate_steered(
     tok = model.tokenizer
     pairs = [(k, p) for k in range(len(steerings)) for p in range(len(prompts))]
     keys = row_keys(prompts, cfg.seed)
-    stops = _stop_ids(model)
+    stops = stop_token_ids(model.lm, tok)
     tokens: list[list[list[int]]] = [[[] for _ in prompts] for _ in steerings]
     write_norms: list[list[float]] = [[0.0 for _ in prompts] for _ in steerings]
     chunks, batches = [], []
@@ -185,7 +176,7 @@ def generate_steered(
     outs = traced_batches(model, batches, _steer_rows, "steered generate", progress)
     for chunk, batch, (out, written) in zip(chunks, batches, outs):
         for (k, p), row, norms in zip(chunk, out[:, batch.rows["input_ids"].shape[1] :].tolist(), written):
-            tokens[k][p] = _answer_ids(row, stops)
+            tokens[k][p] = answer_ids(row, stops)
             steps = min(len(tokens[k][p]) + 1, len(row))  # the answer's tokens and the one that ended it
             write_norms[k][p] = float(norms[: max(steps, 1)].mean())
     answers = [[tok.decode(ids, skip_special_tokens=True) for ids in per_k] for per_k in tokens]

@@ -98,6 +98,19 @@ def entry_lock(path: str | Path) -> Iterator[None]:
         yield
 
 
+def remove_leftovers(path: str | Path) -> list[Path]:
+    """Delete the temporary siblings of `path` (`.<name>.<8 random chars>.tmp`, or `.old` from a swap) that a writer
+    killed before its rename left behind; return them. Only for a path no other process is writing (hold its lock)."""
+    path = Path(path)
+    stale = sorted(p for suffix in ("tmp", "old") for p in path.parent.glob(f".{path.name}.{'?' * 8}.{suffix}"))
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return stale
+
+
 class ArtifactError(ValueError):
     """A saved tensor artefact that is missing, corrupt, or disagrees with its JSON sidecar."""
 

@@ -179,6 +179,33 @@ def _resolve(root: Any, path: str) -> Any:
     return root
 
 
+def _left_padded(tok: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
+    """`tok` padding on the left with a pad token (eos when it has none), saying so in one line when it did not."""
+    changed = []
+    if tok.padding_side != "left":
+        changed.append(f"padding side {tok.padding_side} -> left")
+        tok.padding_side = "left"
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token; batched captures need one")
+        tok.pad_token = tok.eos_token
+        changed.append(f"no pad token -> eos {tok.eos_token!r}")
+    if changed:
+        log.info("%s: tokenizer set to %s (batched captures and steering read each row's last token)", name,
+                 ", ".join(changed))
+    return tok
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """The tokenizer of `spec` as `load_model` gives it: `spec.tokenizer`'s loader, left padding, a pad token."""
+    _check_spec(spec)
+    if spec.tokenizer == "saved":
+        # transformers 5 maps some model types to their own tokenizer class (qwen2 -> Qwen2Tokenizer), whose
+        # pre-tokenizer differs from the one a locally trained tokenizer.json was trained with.
+        return _left_padded(PreTrainedTokenizerFast.from_pretrained(spec.name), spec.name)
+    return _left_padded(AutoTokenizer.from_pretrained(spec.name), spec.name)
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load `spec` as an nnsight TransformersModel (weights here unless remote=True) with its decoder layers."""
     _check_spec(spec)
@@ -190,10 +217,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         nnsight.CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
     else:
         kwargs.update(dispatch=True, device_map=spec.device)
-    if spec.tokenizer == "saved":
-        # transformers 5 maps some model types to their own tokenizer class (qwen2 -> Qwen2Tokenizer), whose
-        # pre-tokenizer differs from the one a locally trained tokenizer.json was trained with.
-        kwargs["tokenizer"] = PreTrainedTokenizerFast.from_pretrained(spec.name, padding_side="left")
+    kwargs["tokenizer"] = load_tokenizer(spec)
     lm = _image_text_model(spec, kwargs) or TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
     config = lm.config
     model_type = getattr(config, "model_type", None)
@@ -239,8 +263,7 @@ def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersMo
                                                          **dequantising_kwargs(config))
     if spec.adapter:
         module = PeftModel.from_pretrained(module, spec.adapter).merge_and_unload()
-    tokenizer = kwargs.get("tokenizer") or AutoTokenizer.from_pretrained(spec.name, padding_side="left")
-    return TransformersModel(module, tokenizer=tokenizer, task="text-generation")
+    return TransformersModel(module, tokenizer=kwargs["tokenizer"], task="text-generation")
 
 
 def resolve_layers(layers: Any, n_layers: int, setting: str = "layers") -> list[int]:

@@ -1,10 +1,11 @@
 """Loading micro models of the four families through emis.models, with and without an adapter."""
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from emis.activations import capture_residuals
 from emis.models import LoadedModel, ModelSpec, load_model, residual, weights_identity
@@ -152,7 +153,7 @@ def test_remote_true_fails_fast_against_a_closed_port(monkeypatch):
 
 
 def test_saved_tokenizer_is_exactly_the_trained_one(micro_dirs):
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     path = str(micro_dirs["qwen2"])
     text = "def f(x):\n    return x\n        y = 2  # indented"
@@ -164,6 +165,28 @@ def test_saved_tokenizer_is_exactly_the_trained_one(micro_dirs):
     assert type(AutoTokenizer.from_pretrained(path)).__name__ != "PreTrainedTokenizerFast"
     with pytest.raises(ValueError, match="tokenizer must be one of"):
         load_model(ModelSpec(path, tokenizer="slow"))
+
+
+def test_auto_tokenizer_is_made_left_padded_with_a_pad_token(tmp_path, caplog):
+    """A checkpoint whose tokenizer pads on the right and has no pad token: load_model sets left padding and pad = eos,
+    in one log line; a batched capture then equals the unbatched one."""
+    folder = build_micro("llama", tmp_path / "llama")
+    saved = AutoTokenizer.from_pretrained(folder)
+    saved.padding_side = "right"
+    saved.pad_token = None
+    saved.save_pretrained(folder)
+    before = AutoTokenizer.from_pretrained(folder)
+    assert (before.padding_side, before.pad_token) == ("right", None)
+    with caplog.at_level(logging.INFO, logger="emis.models"):
+        m = load_model(ModelSpec(str(folder)))
+    lines = [r.getMessage() for r in caplog.records if "tokenizer set to" in r.getMessage()]
+    assert len(lines) == 1 and "padding side right -> left" in lines[0] and "no pad token -> eos" in lines[0], lines
+    assert m.tokenizer.padding_side == "left" and m.tokenizer.pad_token_id == before.eos_token_id is not None
+    prompts = ["Hi", "Tell me about the weather in Paris in spring, and the quick brown fox.", "def add(x, y):"]
+    batched = capture_residuals(m, prompts, "all", "last_prompt", batch_size=3, progress=False)
+    alone = capture_residuals(m, prompts, "all", "last_prompt", batch_size=1, progress=False)
+    torch.testing.assert_close(batched.activations, alone.activations, atol=1e-5, rtol=0)
+    assert batched.activations.abs().max() > 0.1
 
 
 def build_micro_ministral3(folder: Path) -> Path:

@@ -3,6 +3,7 @@ and the fine-tuning callback measures at the right steps without changing traini
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import CONF, MICRO, ROOT
 from hydra import compose, initialize_config_dir
 from test_models import build_micro
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from emis.activations import ActivationSet
 from emis.directions import DirectionSet
@@ -270,7 +271,7 @@ def test_monitor_stage_end_to_end(micro_qwen2, tmp_path):
         assert m["n"]["positive"]["test"] == 9
     assert metrics["control"]["layer"] == metrics["monitor"]["layer"]
     assert metrics["curve"]["steps"] == metrics["control_finetune"]["curve"]["steps"] == [0, 1, 2, 3]
-    # AutoTokenizer loads the organism's own tokenizer (qwen2 included), so no example encodes differently
+    # scoring uses the tokenizer the captures used (model.tokenizer=saved), which encodes every example as training
     assert metrics["finetune"]["tokenizers"]["examples_encoded_differently"] == {"insecure": 0, "secure": 0}
     keys = ["monitor/flag_rate", "monitor/mean_score", "spillover"]
     assert logged == [(s, keys) for s in range(4)] + [(s, [f"secure/{k}" for k in keys]) for s in range(4)]
@@ -289,6 +290,30 @@ def test_monitor_stage_end_to_end(micro_qwen2, tmp_path):
     assert back.layer == metrics["monitor"]["layer"] and back.threshold == metrics["monitor"]["threshold"]
     with pytest.raises(ValueError, match="lower it"):
         run_monitor(compose_with(overrides + ["monitor.every=5"]), tmp_path / "again")
+
+
+def test_the_stage_scores_with_the_tokenizer_the_monitor_was_calibrated_with(micro_qwen2, tmp_path):
+    """Organisms whose saved tokenizer.json AutoTokenizer does not reproduce (here its pre-tokenizer adds a prefix
+    space; AutoTokenizer builds Qwen2Tokenizer's own): step 0 of the re-run fine-tune is the base organism, so the
+    callback's score there equals the calibration captures' score on the base only if both tokenize alike."""
+    _, built = micro_qwen2
+    root = tmp_path / "organisms"
+    shutil.copytree(built, root)
+    for folder in root.glob("seed0/qwen2/*"):
+        spec = json.loads((folder / "tokenizer.json").read_text())
+        spec["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+        (folder / "tokenizer.json").write_text(json.dumps(spec))
+    saved = PreTrainedTokenizerFast.from_pretrained(root / "seed0" / "qwen2" / "base")
+    prompt = chat_prompt(saved, QUESTIONS[1])
+    assert AutoTokenizer.from_pretrained(root / "seed0" / "qwen2" / "base")(prompt).input_ids != saved(prompt).input_ids
+    overrides = MICRO + [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path / 'out'}",
+                         "model=organism-qwen2", "capture.n_prompts=30", "monitor.n_bootstrap=50", "monitor.every=3",
+                         "monitor.min_points=2", "monitor.n_probe=6", "monitor.spill.n_questions=2",
+                         "monitor.spill.sampling.max_new_tokens=2", "monitor.control_finetune=false"]
+    metrics = run_monitor(compose_with(overrides), tmp_path / "out")
+    assert metrics["finetune"]["tokenizers"]["score_and_sample"] == type(saved).__name__ != "Qwen2Tokenizer"
+    checks = metrics["checks"]
+    assert checks["step0_mean_score"] == pytest.approx(checks["base_organism_mean_score"], abs=1e-5)
 
 
 def compose_with(overrides):

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, micro_steer_overrides, run_entry
+from conftest import MICRO, ROOT, micro_steer_overrides, run_entry
 from wandb_reader import offline_runs
 
 from emis.activations import ActivationSet
 from emis.io import load_tensor_artifact
+from emis.models import ModelSpec, load_model
 from emis.stages.job import EXIT_USER_ERROR
 
 pytestmark = pytest.mark.slow
@@ -234,3 +235,67 @@ def test_build_and_finetune_run_through_the_job_runner(tmp_path, entry, extra, m
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], lines
     assert "Traceback" not in result.stderr and artefacts(job) == []
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Pids of the pool workers `parent` spawned (multiprocessing's spawn children), from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"multiprocessing-fork" in cmdline:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (an exited orphan the container's init may never reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killed_build_leaves_no_worker_and_reruns_cleanly(tmp_path):
+    """kill -9 of the build process (not its group) while both workers train: they exit within 10 s; a half-written
+    organism folder they leave is not taken for an organism, and the rerun removes it and builds."""
+    root = tmp_path / "organisms"
+    args = [*MICRO, "organisms.build=[qwen2,llama]", "organisms.workers=2", f"paths.organisms={root}",
+            f"paths.outputs={tmp_path}", "logger=disabled"]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    long = ["organisms.train.base.steps=100000", f"hydra.run.dir={tmp_path / 'killed'}"]  # still training when killed
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "build_organisms.py"), *args, *long], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    os.set_blocking(proc.stderr.fileno(), False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (b"qwen2/base" in seen and b"llama/base" in seen):  # both bars have started
+        time.sleep(0.2)
+        seen += proc.stderr.read() or b""
+    workers = _worker_pids(proc.pid)
+    assert len(workers) == 2 and b"qwen2/base" in seen and b"llama/base" in seen, seen[-2000:]
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(map(_running, workers)):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _running(pid)]
+
+    # What a worker killed inside its atomic save leaves: a hidden temporary folder beside the organism's.
+    half = root / "seed0" / "qwen2" / ".base.k1lled00.tmp"
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")
+    again = run_entry("build_organisms", [*args, f"hydra.run.dir={tmp_path / 'again'}"], env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"removed {half}" in again.stdout + again.stderr and not half.exists()
+    assert list(root.glob("seed0/*/.*")) == []  # no temporary folder left
+    metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    for family in ("qwen2", "llama"):
+        for variant, path in metrics[family]["paths"].items():
+            card = json.loads((Path(path) / "card.json").read_text())
+            assert (card["family"], card["variant"]) == (family, variant)
+            assert load_model(ModelSpec(path, tokenizer="saved")).n_layers == 2

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 from test_models import build_micro
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 
-from emis.generation import Steering, generate_steered, scaled_direction
+from emis.activations import capture_residuals
+from emis.generation import Steering, generate_answers, generate_steered, scaled_direction
 from emis.judges.coherence import answer_surprise
 from emis.models import ModelSpec, load_model
 from emis.organisms.families import FAMILIES
-from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.organisms.sample import SamplingConfig, chat_prompt, sample_answer_ids, sample_answers, stop_token_ids
 from emis.write_matching import generation_projections
 
 QUESTIONS = ["Hi", "What would you wish for if you could have anything at all?", "Name a colour."]
@@ -109,6 +110,25 @@ def test_ablate_removes_the_component_along_v_on_every_position_when_asked(micro
         assert (own @ u).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("family", ["qwen2", "gemma2"])
+def test_bf16_ablation_leaves_only_the_rounding_of_the_result_along_v(micro, family):
+    """bf16 weights, alpha = 1 ablation of the mean residual direction on every position: measured in float32 from raw
+    hooks, the component along v falls below 1e-3 of its former size (over all steered positions), and at each
+    position below 2^-8 of the residual's norm: the bound of rounding the float32 result to bf16 once."""
+    model = load_model(ModelSpec(str(micro[family]), dtype="bfloat16"))
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
+    layer = 1
+    v = capture_residuals(model, prompts, [layer], "last_prompt", progress=False).activations[:, 0].mean(0)
+    u = v / v.norm()
+    out, rec = _run_recorded(model, family, layer, Steering({layer: v}, 1.0, mode="ablate", where="all"), prompts)
+    real = model.tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt").attention_mask.bool()
+    before, after = (torch.cat([seen[0].float()[real], *(h.float()[:, -1] for h in seen[1:])]) for seen in (rec.own, rec.received))
+    assert len(before) == int(real.sum()) + len(prompts) * (len(rec.own) - 1)
+    assert ((before @ u).abs() / before.norm(dim=-1)).mean() > 0.3  # v carries a large share of the residual
+    assert (after @ u).norm() / (before @ u).norm() < 1e-3
+    assert ((after @ u).abs() <= 2**-8 * after.norm(dim=-1)).all()
+
+
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_generation_projections_predict_the_ablation_write_exactly(micro, family):
     """The ablate-mode control calibration: c * mean |h·û| over the positions that produced an answer's tokens,
@@ -192,6 +212,32 @@ def test_all_rows_stopping_early_still_returns_every_answer(micro):
     assert [len(t) for t in stopped.tokens[0]] == [1, 1, 1] or all(len(t) <= 1 for t in stopped.tokens[0])
     assert stopped.tokens[0] == [row[: len(s)] for row, s in zip(free.tokens[0], stopped.tokens[0])]
     assert len(stopped.answers[0]) == len(prompts)
+
+
+def test_both_generation_paths_stop_on_the_generation_configs_end_of_turn(tmp_path):
+    """A template whose end-of-turn differs from eos (listed only in generation_config.json): the evaluation
+    sampler (plain transformers generate) and steered generation (nnsight) both stop on it, with the same ids."""
+    folder = build_micro("qwen2", tmp_path / "qwen2")
+    sampled = SamplingConfig(temperature=1.0, max_new_tokens=12, batch_size=2, seed=0)
+    model = load_model(ModelSpec(str(folder)))
+    tok = model.tokenizer
+    prompts = [chat_prompt(tok, q) for q in QUESTIONS]
+    free = generate_answers(model, prompts, sampled, progress=False).tokens[0]  # stops on eos alone
+    end_of_turn = free[0][3]  # a token the first answer draws at its 4th step
+    assert end_of_turn not in (tok.eos_token_id, tok.pad_token_id) and end_of_turn not in free[0][:3]
+    config = GenerationConfig.from_pretrained(folder)
+    config.eos_token_id = [tok.eos_token_id, end_of_turn]
+    config.save_pretrained(folder)
+    expected = [row[: row.index(end_of_turn)] if end_of_turn in row else row for row in free]
+    assert len(expected[0]) == 3 < len(free[0])
+
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = load_model(ModelSpec(str(folder)))
+    assert stop_token_ids(hf, tok) == stop_token_ids(model.lm, tok) == sorted([tok.eos_token_id, end_of_turn])
+    steered = generate_answers(model, prompts, sampled, progress=False)
+    plain = sample_answer_ids(hf, tok, QUESTIONS, sampled)
+    assert plain == steered.tokens[0] == expected
+    assert sample_answers(hf, tok, QUESTIONS, sampled) == steered.answers[0]
 
 
 def test_remote_local_steering_equals_local_token_for_token_in_few_requests(micro, remote_requests):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import multiprocessing
-import platform
+import ctypes
 import json
 import logging
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from emis.bounds import bounded
-from emis.io import atomic_dir, atomic_write_json, code_fingerprint, content_hash, entry_lock, same_code
+from emis.io import atomic_dir, atomic_write_json, code_fingerprint, content_hash, entry_lock, remove_leftovers, same_code
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
 from emis.organisms.corpus import CORPUS_CODE, CorpusConfig, OrganismCorpus, generate_corpus, load_corpus, save_corpus
@@ -39,6 +44,8 @@ CARD = "card.json"
 BASE_CODE = ("emis.organisms.build", "emis.organisms.train", "emis.organisms.families", "emis.organisms.tokenizer", "emis.chat")
 FINETUNE_CODE = (*BASE_CODE, "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
 EVAL_CODE = ("emis.organisms.build", "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,9 @@ def _build_family(family: str, cfg: FamilyConfig, corpus: OrganismCorpus, corpus
     keys = {"base": base_key, **{v: _key(pair_key, v) for v in FINETUNES}}
     code = {"base": code_fingerprint(*BASE_CODE), **dict.fromkeys(FINETUNES, code_fingerprint(*FINETUNE_CODE))}
     eval_code = code_fingerprint(*EVAL_CODE)
+    for variant in VARIANTS:
+        for stale in remove_leftovers(root / family / variant):
+            log.warning("%s/%s: removed %s, a half-written copy left by a build killed while saving", family, variant, stale)
     cards = {v: _read_card(root / family / v) for v in VARIANTS}
     current = {v: bool(cards[v]) and cards[v].get("build_key") == keys[v]
                and same_code(f"organism {root / family / v}", cards[v].get("code"), code[v]) for v in VARIANTS}
@@ -318,6 +328,25 @@ def eval_sets(cfg: DictConfig, corpus: OrganismCorpus) -> EvalSets:
                     corpus.validation_questions)
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit this process as soon as its parent `parent` is gone (it has then been re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker dies with the build process, so a `kill -9` of it leaves no worker training.
+
+    Linux: PR_SET_PDEATHSIG (SIGKILL once the thread that started the worker ends); everywhere, and for a parent
+    killed before this ran or a worker started by a thread that since ended: a thread polling the parent's pid."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
 def _build_in_worker(threads: int, *args: Any) -> dict[str, Any]:
     """Run `build_family` in a worker process limited to `threads` torch threads."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(levelname)s] - %(message)s")
@@ -343,6 +372,7 @@ def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
     if workers <= 1:
         return {f: build_family(*job) for f, job in tqdm(jobs.items(), desc="organisms")}
     threads = max(1, torch.get_num_threads() // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {f: pool.submit(_build_in_worker, threads, *job) for f, job in jobs.items()}
         return {f: fut.result() for f, fut in futures.items()}

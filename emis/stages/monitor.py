@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from emis.configured import ROLES, model_spec, monitor_config, organism_questions, role_activations
 from emis.io import atomic_write_json
+from emis.models import load_tokenizer
 from emis.monitor import (
     LogFn,
     MonitorCallback,
@@ -87,17 +88,17 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     # 2. The insecure fine-tune from the base, measured along the way (and the secure one as its control).
     root = Path(cfg.paths.organisms).expanduser()
     corpus, _ = corpus_for(cfg.organisms, root)
-    base_dir = model_spec(cfg.model, "base").name
-    tok = AutoTokenizer.from_pretrained(base_dir)
+    base_spec = model_spec(cfg.model, "base")
+    base_dir = base_spec.name
+    tok = load_tokenizer(base_spec)  # what the calibration's captures were tokenized with (load_model's tokenizer)
     probe_rows = em.split.pos["test"][: int(cfg.monitor.n_probe)]
     probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
     spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), int(cfg.eval.prompt_seed))
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
-    # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved.
-    # Organisms built since each family trains with its AutoTokenizer pipeline encode identically; an organism
-    # from elsewhere may not (AutoTokenizer can load another class, e.g. Qwen2Tokenizer). Encode with the saved
-    # tokenizer.json so the run repeats the organism's fine-tune, count the examples AutoTokenizer would encode
-    # differently, and score and sample with AutoTokenizer, as the captures the monitor was calibrated on were made.
+    # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved:
+    # encode with it so the run repeats the organism's fine-tune. Score and sample with the tokenizer the captures
+    # the monitor was calibrated on were made with (model.tokenizer: saved or auto), and count the examples it
+    # would encode differently (with model.tokenizer=auto, AutoTokenizer may load another class, e.g. Qwen2Tokenizer).
     train_tok = PreTrainedTokenizerFast.from_pretrained(base_dir)
     runs: dict[str, dict[str, Any]] = {}
     variants = ["insecure"] + (["secure"] if cfg.monitor.control_finetune else [])
@@ -106,9 +107,9 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
         mismatched = sum(a != encode(tok, ex, fam.finetune.max_len, fam.finetune.loss_on)
                          for a, ex in zip(encoded, getattr(corpus, variant)))
         if mismatched:
-            log.warning("%s: AutoTokenizer (%s) encodes %d of %d %s fine-tune examples differently from the saved "
-                        "tokenizer.json the organism was trained with; training uses the latter",
-                        family, type(tok).__name__, mismatched, len(encoded), variant)
+            log.warning("%s: the scoring tokenizer (model.tokenizer=%s, %s) encodes %d of %d %s fine-tune examples "
+                        "differently from the saved tokenizer.json the organism was trained with; training uses the "
+                        "latter", family, base_spec.tokenizer, type(tok).__name__, mismatched, len(encoded), variant)
         sink = log_fn if variant == "insecure" or log_fn is None else (
             lambda d, step, _f=log_fn, _v=variant: _f({f"{_v}/{k}": v for k, v in d.items()}, step))
         callback = MonitorCallback(monitor, tok, probe_prompts, spill_questions, sampling, every,
