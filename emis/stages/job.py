@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 import logging
 import sys
@@ -88,7 +89,8 @@ def _composition_error(err: BaseException) -> ConfigError:
     reason = text[0] if text else type(cause).__name__
     listed = next((i for i, line in enumerate(text) if line.startswith("Available options")), None)
     if listed is not None:  # an unknown config option: Hydra lists the known ones on the lines after
-        reason += f" (options: {', '.join(t.strip() for t in text[listed + 1:] if t.strip())})"
+        options = itertools.takewhile(lambda t: t.startswith("\t"), text[listed + 1:])  # the indented lines
+        reason += f" (options: {', '.join(t.strip() for t in options)})"
     return ConfigError(f"{key + ': ' if key else ''}{reason} — fix the override (each key is documented in conf/<group>/)")
 
 
