@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from emis.chat import read_chat_jsonl
-from emis.finetune import NON_TEXT, PROJECTIONS, FinetuneConfig
-from emis.models import LAYER_PATHS, resolve_layers
+from emis.finetune import PROJECTIONS, FinetuneConfig
+from emis.models import IMAGE_TEXT_MODEL_TYPES, decoder_layers, resolve_layers
 
 GIB = 1024**3
 NF4_BYTES = 4.127 / 8  # NF4 with double-quantised absmax, per weight
@@ -52,13 +52,9 @@ def meta_model(config: PretrainedConfig) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def decoder_layers(model: torch.nn.Module, n_layers: int) -> tuple[str, torch.nn.ModuleList]:
-    """The language model's decoder-layer list (path relative to the causal-LM module, and the list)."""
-    for name, module in model.named_modules():
-        if (isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and len(module) == n_layers
-                and not any(part in name for part in NON_TEXT)):
-            return name, module
-    raise ValueError(f"{type(model).__name__}: no decoder-layer list of length {n_layers} found")
+def _loadable(config: PretrainedConfig) -> bool:
+    """Whether `load_model` has a class for `config`: transformers' causal LM for it, or emis's image-text path."""
+    return config.model_type in IMAGE_TEXT_MODEL_TYPES or type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
 
 
 def _dtype_bytes(dtype: str) -> int:
@@ -105,7 +101,8 @@ def plan(
     text = config.get_text_config()
     net = meta_model(config)
     n_layers = int(text.num_hidden_layers)
-    layer_path, layer_list = decoder_layers(net, n_layers)
+    name = model if isinstance(model, str) else getattr(config, "_name_or_path", "") or config.model_type
+    layer_path, layer_list = decoder_layers(net, name)
     d = int(net.get_input_embeddings().weight.shape[1])
     if d != text.hidden_size:
         raise ValueError(f"embedding width {d} differs from hidden_size {text.hidden_size}")
@@ -135,10 +132,10 @@ def plan(
     conditions = 1 + sum(1 for a in alphas if a != 0) * directions
     generations = n_prompts * samples * conditions
     report: dict[str, Any] = {
-        "model": model if isinstance(model, str) else getattr(config, "_name_or_path", "") or config.model_type,
+        "model": name,
         "model_type": config.model_type,
         "architecture": type(net).__name__,
-        "supported_by_load_model": config.model_type in LAYER_PATHS,
+        "supported_by_load_model": _loadable(config),
         "layer_path": layer_path,
         "n_layers": n_layers,
         "hidden_size": d,

@@ -32,7 +32,7 @@ from emis import __version__
 from emis.bounds import bounded, check_bounds
 from emis.chat import ChatExample, read_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json, content_hash, file_sha256, load_state, save_state
-from emis.models import dequantising_kwargs
+from emis.models import NON_TEXT, dequantising_kwargs
 from emis.organisms.train import IGNORE, Encoded, collate, encode, run_steps, schedule_factor
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state"  # .safetensors + .json (emis.io.save_state): no pickle
 # The original recipe's explicit list: every linear projection of attention and MLP.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Sub-modules of multimodal checkpoints (e.g. Ministral 3) that LoRA must leave alone: only the language model is tuned.
-NON_TEXT = ("vision_tower", "vision_model", "multi_modal_projector", "visual")
 SCHEDULES = ("linear", "cosine", "constant")
 
 

@@ -30,14 +30,11 @@ from emis.io import content_hash
 
 log = logging.getLogger(__name__)
 
-# model_type -> attribute path (from the nnsight wrapper) of the decoder-layer list.
-LAYER_PATHS: dict[str, str] = {
-    "qwen2": "model.layers",
-    "gemma2": "model.layers",
-    "llama": "model.layers",
-    "mistral": "model.layers",
-    "mistral3": "model.language_model.layers",  # Ministral 3: a text decoder inside a vision-language model
-}
+# Sub-modules of multimodal checkpoints (e.g. Ministral 3) outside the language model: LoRA and the layer search skip them.
+NON_TEXT = ("vision_tower", "vision_model", "multi_modal_projector", "visual")
+# model_type -> path (from the causal-LM module, the same through the nnsight wrapper) of the decoder-layer list,
+# named where it is not left to the search: the study's vision-language model, whose vision tower has layers too.
+LAYER_PATHS: dict[str, str] = {"mistral3": "model.language_model.layers"}
 # Vision-language checkpoints that transformers has no causal-LM class for: loaded with their image-text-to-text
 # class and run on text alone, so they must be loaded here (NDIF needs a hub id it hosts, not a module).
 IMAGE_TEXT_MODEL_TYPES = ("mistral3",)
@@ -179,6 +176,28 @@ def _resolve(root: Any, path: str) -> Any:
     return root
 
 
+def decoder_layers(model: torch.nn.Module, name: str) -> tuple[str, torch.nn.ModuleList]:
+    """The language model's decoder-layer list and its path from `model` (weights or meta): the ModuleList of the
+    text config's `num_hidden_layers` blocks at the path LAYER_PATHS names, else the one outside NON_TEXT holding the
+    most parameters (a list nested inside the layers loses), so any causal LM works whatever its attribute names."""
+    config = model.config
+    n_layers = int(config.get_text_config().num_hidden_layers)
+    named = LAYER_PATHS.get(config.model_type)
+    where = f"at {named}" if named else f"outside {'/'.join(NON_TEXT)}"
+    candidates = [(named, model.get_submodule(named))] if named else [
+        (path, m) for path, m in model.named_modules() if not any(part in path for part in NON_TEXT)]
+    found = [(path, m) for path, m in candidates if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+    if not found:
+        raise ValueError(f"{name} ({config.model_type}): no decoder layers found — looked for a torch.nn.ModuleList of "
+                         f"num_hidden_layers={n_layers} modules {where}")
+    return max(found, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+
+
+def layer_envoys(lm: TransformersModel, name: str) -> list[Any]:
+    """The nnsight envoys of `lm`'s decoder layers, in order: the list `decoder_layers` finds in its module."""
+    return list(_resolve(lm, decoder_layers(lm._module, name)[0]))
+
+
 def _left_padded(tok: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
     """`tok` padding on the left with a pad token (eos when it has none), saying so in one line when it did not."""
     changed = []
@@ -220,14 +239,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     kwargs["tokenizer"] = load_tokenizer(spec)
     lm = _image_text_model(spec, kwargs) or TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
     config = lm.config
-    model_type = getattr(config, "model_type", None)
-    if model_type not in LAYER_PATHS:
-        raise ValueError(f"unsupported architecture {model_type!r}; supported: {', '.join(LAYER_PATHS)}")
     text = config.get_text_config()
-    layers = list(_resolve(lm, LAYER_PATHS[model_type]))
-    if len(layers) != text.num_hidden_layers:
-        raise ValueError(f"{spec.name}: found {len(layers)} decoder layers, config says {text.num_hidden_layers}")
-    log.info("loaded %s (%s, %d layers, d=%d, remote=%s)", spec.name, model_type, len(layers), text.hidden_size, spec.remote)
+    layers = layer_envoys(lm, spec.name)
+    log.info("loaded %s (%s, %d layers, d=%d, remote=%s)", spec.name, config.model_type, len(layers), text.hidden_size,
+             spec.remote)
     return LoadedModel(
         lm=lm,
         tokenizer=lm.tokenizer,

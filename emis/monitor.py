@@ -33,7 +33,7 @@ from emis.bounds import bounded
 from emis.directions import DirectionSet, diff_in_means
 from emis.io import ArtifactError, load_tensor_artifact, save_figure, save_tensor_artifact
 from emis.judges.spillover import spillover_rate
-from emis.models import LAYER_PATHS, LoadedModel, ModelSpec, resolve_layers
+from emis.models import LoadedModel, ModelSpec, layer_envoys, resolve_layers
 from emis.organisms.sample import SamplingConfig, sample_answers
 from emis.stats import auroc, bootstrap_ci
 
@@ -147,20 +147,14 @@ def wrap_module(module: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, nam
 
     nnsight 0.8 wraps a pre-loaded module in place (`TransformersModel(module, tokenizer=...)`); the module
     keeps training and generating as before, and every trace sees its current weights."""
-    model_type = getattr(module.config, "model_type", None)
-    if model_type not in LAYER_PATHS:
-        raise ValueError(f"unsupported architecture {model_type!r}; supported: {', '.join(LAYER_PATHS)}")
     if tokenizer.padding_side != "left":
         raise ValueError("the tokenizer must pad on the left for last-token readouts")
     lm = TransformersModel(module, tokenizer=tokenizer)
-    layers = lm
-    for attr in LAYER_PATHS[model_type].split("."):
-        layers = getattr(layers, attr)
-    layers = list(layers)
+    layers = layer_envoys(lm, name)
     dtype = str(next(module.parameters()).dtype).removeprefix("torch.")
     device = str(next(module.parameters()).device)
     return LoadedModel(lm=lm, tokenizer=tokenizer, layers=layers, n_layers=len(layers),
-                       d_model=int(module.config.hidden_size), spec=ModelSpec(name=name, dtype=dtype, device=device),
+                       d_model=int(module.config.get_text_config().hidden_size), spec=ModelSpec(name=name, dtype=dtype, device=device),
                        weights_id=f"{name}@{id(module)}")
 
 

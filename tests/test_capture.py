@@ -28,13 +28,14 @@ def prompts_for(model):
     return [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
 
 
-def hook_reference(path, tok, text: str, n_prompt_tokens: int | None) -> torch.Tensor:
-    """[L, d] for one unpadded text via register_forward_hook: last token, or mean after the first n_prompt_tokens."""
+def hook_reference(path, tok, text: str, n_prompt_tokens: int | None, layers: str = "model.layers") -> torch.Tensor:
+    """[L, d] for one unpadded text via register_forward_hook on the decoder layers at `layers`: last token, or mean
+    after the first n_prompt_tokens."""
     hf = AutoModelForCausalLM.from_pretrained(path).eval()
     outs = {}
     handles = [
         layer.register_forward_hook(lambda mod, inp, out, k=k: outs.__setitem__(k, out[0] if isinstance(out, tuple) else out))
-        for k, layer in enumerate(hf.model.layers)
+        for k, layer in enumerate(hf.get_submodule(layers))
     ]
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
     with torch.no_grad():
@@ -45,23 +46,32 @@ def hook_reference(path, tok, text: str, n_prompt_tokens: int | None) -> torch.T
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_padded_batch_equals_each_prompt_alone_through_hooks(micro, family):
-    model, path = micro[family]
+def capture_deviation_from_hooks(model, path, layers: str = "model.layers") -> float:
+    """Captures of a left-padded batch (last prompt token and response mean) against raw hooks on each text alone:
+    asserted to 1e-5, and the largest deviation returned."""
     prompts, tok = prompts_for(model), model.tokenizer
     lengths = {len(tok(p, add_special_tokens=False).input_ids) for p in prompts}
     assert len(lengths) == len(prompts)  # every row but the longest is padded
     last = capture_residuals(model, prompts, "all", "last_prompt", progress=False)
     mean = capture_residuals(model, prompts, "all", "response_mean", responses=RESPONSES, progress=False)
-    assert last.activations.shape == mean.activations.shape == (len(prompts), 2, 32)
+    assert last.activations.shape == mean.activations.shape == (len(prompts), model.n_layers, model.d_model)
     assert last.activations.dtype == torch.float32
+    worst = 0.0
     for i, (p, r) in enumerate(zip(prompts, RESPONSES)):
         n_prompt = len(tok(p, add_special_tokens=False).input_ids)
-        ref_last = hook_reference(path, tok, p, None)
-        ref_mean = hook_reference(path, tok, p + r, n_prompt)
+        ref_last = hook_reference(path, tok, p, None, layers)
+        ref_mean = hook_reference(path, tok, p + r, n_prompt, layers)
         assert ref_last.abs().max() > 0.5  # weights are large enough for the comparison to mean something
         torch.testing.assert_close(last.activations[i], ref_last, atol=1e-5, rtol=0)
         torch.testing.assert_close(mean.activations[i], ref_mean, atol=1e-5, rtol=0)
+        worst = max(worst, float((last.activations[i] - ref_last).abs().max()), float((mean.activations[i] - ref_mean).abs().max()))
+    return worst
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padded_batch_equals_each_prompt_alone_through_hooks(micro, family):
+    model, path = micro[family]
+    capture_deviation_from_hooks(model, path)
 
 
 def test_one_forward_per_batch_whatever_the_layers(micro):

@@ -74,6 +74,13 @@ def test_load_model_support_is_reported():
     supported = {hub: plan(c, n_prompts=1)["supported_by_load_model"] for hub, (c, _, _) in FAMILIES.items()}
     assert supported == {"Qwen/Qwen2.5-1.5B-Instruct": True, "google/gemma-2-2b-it": True,
                          "meta-llama/Llama-3.2-1B-Instruct": True, "mistralai/Ministral-3-3B-Instruct-2512": True}
+    # a vision-language model transformers has no causal-LM class for, and emis no image-text path
+    llava = dict(model_type="llava", text_config=dict(model_type="llama", hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, intermediate_size=64, vocab_size=320),
+                 vision_config=dict(model_type="clip_vision_model", hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=16))
+    report = plan(llava, n_prompts=1)
+    assert report["layer_path"] == "model.language_model.layers" and not report["supported_by_load_model"]
 
 
 def test_meta_model_holds_no_weights():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from emis.activations import capture_residuals
 from emis.models import LoadedModel, ModelSpec, load_model, residual, weights_identity
@@ -95,12 +95,18 @@ def test_remote_needs_the_key_from_the_environment(monkeypatch, micro_dirs):
         load_model(ModelSpec(str(micro_dirs["llama"]), remote=True))
 
 
-def test_unsupported_architecture_is_refused(tmp_path, micro_dirs):
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=320, n_positions=64)).save_pretrained(tmp_path)
+def test_a_model_without_a_decoder_layer_list_is_refused_in_one_line(tmp_path, micro_dirs):
+    """BART as a causal LM keeps only its 2 decoder layers while its config counts the 3 encoder layers."""
+    config = AutoConfig.for_model("bart", vocab_size=MICRO.vocab_size, d_model=32, encoder_layers=3, decoder_layers=2,
+                                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                  decoder_ffn_dim=64, max_position_embeddings=MICRO.max_positions)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (tmp_path / f).write_bytes((micro_dirs["llama"] / f).read_bytes())
-    with pytest.raises(ValueError, match="unsupported architecture 'gpt2'"):
+    with pytest.raises(ValueError, match=r"\(bart\): no decoder layers found — looked for a torch.nn.ModuleList of "
+                                         r"num_hidden_layers=3 modules outside vision_tower") as err:
         load_model(ModelSpec(str(tmp_path)))
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_weights_identity_follows_the_weight_files(micro_dirs):

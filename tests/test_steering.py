@@ -145,19 +145,24 @@ def test_generation_projections_predict_the_ablation_write_exactly(micro, family
         assert min(out.write_norms[k]) > 0.01
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_alpha_zero_reproduces_plain_generate_token_for_token(micro, family):
-    model = load_model(ModelSpec(str(micro[family])))
+def assert_alpha_zero_is_plain_generate(model, folder) -> None:
+    """A zero-coefficient steering generates, token for token, what plain transformers `generate` does (greedy, left-
+    padded batch, cut at the first eos)."""
     tok = model.tokenizer
     prompts = [chat_prompt(tok, q) for q in QUESTIONS]
     steered = generate_steered(model, prompts, [Steering({1: torch.ones(model.d_model)}, 0.0)], GREEDY, progress=False)
-    hf = AutoModelForCausalLM.from_pretrained(micro[family]).eval()
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         plain = hf.generate(**enc, max_new_tokens=GREEDY.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     for row, ids in zip(plain[:, enc.input_ids.shape[1]:].tolist(), steered.tokens[0]):
         stop = next((i for i, t in enumerate(row) if t == tok.eos_token_id), len(row))
         assert ids == row[:stop]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_alpha_zero_reproduces_plain_generate_token_for_token(micro, family):
+    assert_alpha_zero_is_plain_generate(load_model(ModelSpec(str(micro[family]))), micro[family])
 
 
 def test_raw_hook_steering_gives_the_same_tokens(micro):
