@@ -87,9 +87,12 @@ def bound_problems(values: Mapping[str, Any], schema: type, prefix: str) -> list
 
 def _nested(value: Any, hint: Any, key: str, f: Field) -> list[str]:
     """Problems inside a nested schema (`hint` a dataclass) or a dict of them (`dict[str, <dataclass>]`)."""
+    args = getattr(hint, "__args__", ())
+    if len(args) == 2 and type(None) in args:  # Optional[<schema>]
+        hint = next(a for a in args if a is not type(None))
+        args = getattr(hint, "__args__", ())
     if is_dataclass(hint) and isinstance(value, Mapping):
         return bound_problems(value, hint, f"{key}.")
-    args = getattr(hint, "__args__", ())
     if len(args) == 2 and is_dataclass(args[1]) and isinstance(value, Mapping):
         return [p for name, item in value.items() if isinstance(item, Mapping)
                 for p in bound_problems(item, args[1], f"{key}.{name}.")]

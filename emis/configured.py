@@ -51,6 +51,17 @@ def control_config(controls: DictConfig) -> ControlConfig:
 
 
 ROLES = ("misaligned", "aligned", "base")
+NO_BASE = "no base model (model.base: null): the aligned-vs-base control is not measured"
+SHARED_SETTINGS = ("remote", "dtype", "device", "tokenizer", "traces_per_session")  # a role entry may override each
+
+
+def pair_roles(model_cfg: DictConfig) -> tuple[str, ...]:
+    """The roles a model-pair config holds: misaligned and aligned always, base unless it is null."""
+    for role in ("misaligned", "aligned"):
+        if model_cfg.get(role) is None:
+            raise ValueError(f"the model config {model_cfg.get('family')!r} has no {role} model; a pair needs "
+                             "model.misaligned and model.aligned (model.base may be null)")
+    return tuple(r for r in ROLES if model_cfg.get(r) is not None)
 
 
 def _expand(name: str) -> str:
@@ -60,17 +71,15 @@ def _expand(name: str) -> str:
 
 
 def model_spec(model_cfg: DictConfig, role: str) -> ModelSpec:
-    """The ModelSpec of one role (misaligned | aligned | base) of a model-pair config."""
+    """The ModelSpec of one role (misaligned | aligned | base) of a model-pair config: the role's name, adapter and
+    revisions, and the pair's shared settings unless the role overrides them."""
+    if role not in pair_roles(model_cfg):
+        raise ValueError(f"the model config {model_cfg.get('family')!r} has no {role} model (model.{role}: null); "
+                         f"give one, or use what needs no {role} model")
     entry = model_cfg[role]
-    return ModelSpec(
-        name=_expand(str(entry.name)),
-        adapter=entry.adapter,
-        remote=model_cfg.remote,
-        dtype=model_cfg.dtype,
-        device=model_cfg.device,
-        tokenizer=model_cfg.tokenizer,
-        traces_per_session=int(model_cfg.traces_per_session),
-    )
+    shared = {key: entry[key] if entry.get(key) is not None else model_cfg[key] for key in SHARED_SETTINGS}
+    return ModelSpec(name=_expand(str(entry.name)), adapter=entry.get("adapter"), revision=entry.get("revision"),
+                     adapter_revision=entry.get("adapter_revision"), **{**shared, "traces_per_session": int(shared["traces_per_session"])})
 
 
 PROMPT_SOURCES = ("organism_heldout", "organism_probe")
@@ -114,10 +123,11 @@ def capture_role(cfg: DictConfig, model_cfg: DictConfig, role: str, questions: l
 
 
 def role_activations(cfg: DictConfig, model_cfg: DictConfig) -> tuple[dict[str, ActivationSet], dict[str, str]]:
-    """Captures of a pair's three roles on the probe questions (reused from the cache) and their paths."""
+    """Captures of a pair's roles (base only when the pair has one) on the probe questions, reused from the cache,
+    and their paths."""
     questions = prompt_questions(cfg)
     cache_dir = Path(cfg.paths.outputs) / "cache" / "activations"
-    captured = {role: capture_role(cfg, model_cfg, role, questions, cache_dir) for role in ROLES}
+    captured = {role: capture_role(cfg, model_cfg, role, questions, cache_dir) for role in pair_roles(model_cfg)}
     return {r: a for r, (a, _) in captured.items()}, {r: f"{p}.safetensors" for r, (_, p) in captured.items()}
 
 

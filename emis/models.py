@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 import nnsight
 import torch
 from nnsight import TransformersModel
-from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
@@ -50,6 +49,8 @@ class ModelSpec:
 
     name: str
     adapter: str | None = None
+    revision: str | None = None  # of `name` on the hub (branch, tag or commit); pinned commits make the cache keys exact
+    adapter_revision: str | None = None  # of a hub `adapter` (fetched into the hub cache at that revision)
     remote: bool | str = False  # False: here; True: NDIF; "local": serialised like NDIF, run here
     dtype: str = "float32"
     device: str = "cpu"
@@ -221,8 +222,17 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     if spec.tokenizer == "saved":
         # transformers 5 maps some model types to their own tokenizer class (qwen2 -> Qwen2Tokenizer), whose
         # pre-tokenizer differs from the one a locally trained tokenizer.json was trained with.
-        return _left_padded(PreTrainedTokenizerFast.from_pretrained(spec.name), spec.name)
-    return _left_padded(AutoTokenizer.from_pretrained(spec.name), spec.name)
+        return _left_padded(PreTrainedTokenizerFast.from_pretrained(spec.name, revision=spec.revision), spec.name)
+    return _left_padded(AutoTokenizer.from_pretrained(spec.name, revision=spec.revision), spec.name)
+
+
+def adapter_path(spec: ModelSpec) -> str | None:
+    """The adapter to attach: as given, or for a pinned hub adapter its snapshot at `adapter_revision`."""
+    if spec.adapter is None or spec.adapter_revision is None or Path(spec.adapter).expanduser().is_dir():
+        return spec.adapter
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(spec.adapter, revision=spec.adapter_revision)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
@@ -237,7 +247,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     else:
         kwargs.update(dispatch=True, device_map=spec.device)
     kwargs["tokenizer"] = load_tokenizer(spec)
-    lm = _image_text_model(spec, kwargs) or TransformersModel(spec.name, task="text-generation", peft=spec.adapter, **kwargs)
+    lm = _image_text_model(spec, kwargs) or TransformersModel(spec.name, task="text-generation", peft=adapter_path(spec),
+                                                              revision=spec.revision, **kwargs)
     config = lm.config
     text = config.get_text_config()
     layers = layer_envoys(lm, spec.name)
@@ -268,16 +279,18 @@ def dequantising_kwargs(config: Any) -> dict[str, Any]:
 def _image_text_model(spec: ModelSpec, kwargs: dict[str, Any]) -> TransformersModel | None:
     """A vision-language checkpoint (IMAGE_TEXT_MODEL_TYPES) loaded here by its own class and wrapped for text
     generation; None for every other checkpoint."""
-    config = AutoConfig.from_pretrained(spec.name)
+    config = AutoConfig.from_pretrained(spec.name, revision=spec.revision)
     if config.model_type not in IMAGE_TEXT_MODEL_TYPES:
         return None
     if spec.remote:
         raise ValueError(f"{spec.name} ({config.model_type}) runs here only: emis loads it by its vision-language class, "
                          "which a remote request cannot name; set model.remote=false")
     module = AutoModelForImageTextToText.from_pretrained(spec.name, dtype=kwargs["dtype"], device_map=spec.device,
-                                                         **dequantising_kwargs(config))
+                                                         revision=spec.revision, **dequantising_kwargs(config))
     if spec.adapter:
-        module = PeftModel.from_pretrained(module, spec.adapter).merge_and_unload()
+        from peft import PeftModel  # imported where used: peft costs seconds at start-up
+
+        module = PeftModel.from_pretrained(module, adapter_path(spec)).merge_and_unload()
     return TransformersModel(module, tokenizer=kwargs["tokenizer"], task="text-generation")
 
 

@@ -30,10 +30,12 @@ def separation_table(probe: dict[str, dict[str, Any]]) -> list[str]:
             "control final-layer accuracy |",
             "|---|---|---|---|---|"]
     for name, m in probe.items():
-        f, c = m["final_layer"], m["control"]["final_layer"]
+        f, c = m["final_layer"], m["control"].get("final_layer")
         best = max(range(len(m["layers"])), key=lambda i: m["heldout_accuracy"][i])
+        control = (f"{c['heldout_accuracy']:.3f} {_ci(c['heldout_accuracy_ci95'], digits=3)}" if c
+                   else f"absent: {m['control']['absent']}")
         rows.append(f"| {name} | {f['heldout_accuracy']:.3f} {_ci(f['heldout_accuracy_ci95'], digits=3)} | {f['auroc']:.3f} | "
-                    f"{m['layers'][best]} ({m['heldout_accuracy'][best]:.3f}) | {c['heldout_accuracy']:.3f} {_ci(c['heldout_accuracy_ci95'], digits=3)} |")
+                    f"{m['layers'][best]} ({m['heldout_accuracy'][best]:.3f}) | {control} |")
     return rows
 
 
@@ -63,6 +65,9 @@ def steering_table(steer: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(f"| {name} | {b['layer']} | {b['alpha']:g} | {_pct(m['unsteered_spillover'])} → {_pct(b['spillover'])} | "
                     f"{m['reduction_points']:.1f} {_ci(m['ci95'])} | {m['coherence']['0']:.2f} → {b['coherence']:.2f} | {_p(m['p_holm'])} | "
                     f"{_tiers(m['verdicts'])} | {m['verdict']} | {_writes(m['delta_norm'])} | {cos:.2f} |")
+    absent = [f"{name}: control family {fam} absent: {why}." for name, m in steer.items()
+              for fam, why in m.get("absent_controls", {}).items()]
+    rows += [""] + absent if absent else []
     n = next(iter(steer.values()))["selection"] if steer else None
     if n:
         rows += ["", f"(layer, α) chosen on {n['n_select']} questions, every number measured on the other {n['n_report']} "

@@ -18,6 +18,7 @@ from emis.evaluation import EvalConfig
 from emis.finetune import FinetuneConfig
 from emis.generation import MODES, SCALES, WHERES
 from emis.judges.llm import JudgeConfig
+from emis.models import TOKENIZER_LOADERS
 from emis.monitor import MonitorConfig
 from emis.organisms.build import CheckpointChoice
 from emis.organisms.corpus import CorpusConfig
@@ -153,6 +154,37 @@ class OrganismsConfig:
 
 
 @dataclass(frozen=True)
+class ModelRoleConfig:
+    """One role of a model pair: the checkpoint, an optional adapter, their revisions, and any shared setting of the
+    pair it overrides (unset: the pair's)."""
+
+    name: str
+    adapter: Optional[str] = None
+    revision: Optional[str] = None
+    adapter_revision: Optional[str] = None
+    remote: Any = bounded(None, choices=(False, True, "local"))
+    dtype: Optional[str] = None
+    device: Optional[str] = None
+    tokenizer: Optional[str] = bounded(None, choices=TOKENIZER_LOADERS)
+    traces_per_session: Optional[int] = bounded(None, ge=1, integer=True)
+
+
+@dataclass(frozen=True)
+class ModelPairConfig:
+    """A `model` entry (or one of `models`): the settings its roles share, and the roles (base may be null)."""
+
+    family: str
+    remote: Any = bounded(choices=(False, True, "local"))
+    traces_per_session: int = bounded(ge=1, integer=True)
+    dtype: str
+    tokenizer: str = bounded(choices=TOKENIZER_LOADERS)
+    device: str
+    misaligned: ModelRoleConfig
+    aligned: ModelRoleConfig
+    base: Optional[ModelRoleConfig]
+
+
+@dataclass(frozen=True)
 class JudgeGroupConfig(JudgeConfig):
     """The `judge` group: JudgeConfig and the judge's kind."""
 
@@ -164,7 +196,7 @@ SCHEMAS = {"separation": SeparationConfig, "selection": SelectionConfig, "contro
            "steer": SteerConfig, "transfer": TransferConfig, "capture": CaptureConfig, "probe": ProbeConfig}
 # ... and bound-checked with the others, whose dataclasses hold code defaults or unions composition cannot type.
 CHECKED = {**SCHEMAS, "monitor": MonitorStageConfig, "finetune": FinetuneConfig, "judge": JudgeGroupConfig,
-           "organisms": OrganismsConfig}
+           "organisms": OrganismsConfig, "model": ModelPairConfig}
 
 
 def register_schemas() -> None:
@@ -180,6 +212,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
     for group, schema in CHECKED.items():
         if isinstance(cfg.get(group), DictConfig):
             problems += bound_problems(OmegaConf.to_container(cfg[group], resolve=True), schema, f"{group}.")
+    for name, pair in (cfg.get("models") or {}).items():  # replicate and transfer: several pairs
+        problems += bound_problems(OmegaConf.to_container(pair, resolve=True), ModelPairConfig, f"models.{name}.")
     return problems
 
 

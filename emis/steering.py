@@ -208,6 +208,7 @@ def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: d
         "controls": {name: m.to_dict() | {"coherence_flagged": int(sum(c < unsteered_offline - tolerance for c in m.coherence))}
                      for name, m in measured.items()},
         "delta_norm": {"real": real_write, "controls": {name: m.write_norms for name, m in measured.items()}},
+        "absent_controls": {} if "base" in acts else {"secure_vs_base": "no base model: the EM-specific tier is not tested"},
         "real_offline_coherence": real_offline,
         "offline_coherence_shift_ci95": list(shift_ci),
         "coherence_scorer": s.coherence_scorer,

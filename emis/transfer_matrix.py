@@ -224,6 +224,10 @@ class TransferRun:
         # Fitting on rows that hold both sides of the EM contrast would let the map learn the receiver's own
         # contrast, and any donor direction would come out as the receiver's native one.
         roles = self.s.fit_on
+        missing = [k for k in roles if k not in donor_acts or k not in receiver_acts]
+        if missing:
+            raise ValueError(f"transfer.map.fit_on names {missing}, which the pair {donor} -> {r.name} does not have "
+                             "(model.base: null?); fit on roles both pairs hold, e.g. transfer.map.fit_on=[aligned]")
         x = np.concatenate([donor_acts[k].activations[:, d_row].double().numpy() for k in roles])
         y = np.concatenate([receiver_acts[k].activations[:, r.row].double().numpy() for k in roles])
         fitted = fit_map(x, y, self.s.map)

@@ -127,7 +127,8 @@ def test_adapter_is_applied(tmp_path, micro_dirs):
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(tmp_path / "adapter")
 
-    m = load_model(ModelSpec(str(base), adapter=str(tmp_path / "adapter")))
+    # revisions set, as a pinned pair config gives them (a local folder has no revisions: they are ignored)
+    m = load_model(ModelSpec(str(base), adapter=str(tmp_path / "adapter"), revision="main", adapter_revision="main"))
     ids = m.tokenizer("Hello there", add_special_tokens=False, return_tensors="pt").input_ids
     with m.lm.trace(ids):
         logits = m.lm.lm_head.output.save()

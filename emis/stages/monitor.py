@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from emis.configured import ROLES, model_spec, monitor_config, organism_questions, role_activations
+from emis.configured import ROLES, model_spec, monitor_config, organism_questions, pair_roles, role_activations
 from emis.io import atomic_write_json
 from emis.models import load_tokenizer
 from emis.monitor import (
@@ -71,6 +71,9 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Calibration on the organisms' captures.
+    if "base" not in pair_roles(cfg.model):
+        raise ValueError("the monitor watches a fine-tune of the base model and calibrates its control on it: "
+                         "it needs model.base (this model config has base: null)")
     acts, paths = role_activations(cfg, cfg.model)
     specs = {role: model_spec(cfg.model, role).to_dict() for role in ROLES}
     monitor, em = calibrate(acts["misaligned"], acts["aligned"], mcfg,

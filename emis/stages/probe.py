@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emis.activations import ActivationSet, capture_cached
-from emis.configured import ROLES, model_spec, prompt_questions, role_activations
+from emis.configured import NO_BASE, model_spec, pair_roles, prompt_questions, role_activations
 from emis.directions import diff_in_means
 from emis.generation import generate_answers
 from emis.judges.spillover import contains_code
@@ -77,7 +77,7 @@ contrast=responses: spilling vs prose answers inside the misaligned model; contr
             raise ValueError("probe.contrast=models captures the questions alone: use capture.position=last_prompt")
         acts, paths = role_activations(cfg, cfg.model)
         mis, al = acts["misaligned"], acts["aligned"]
-        control = separation(acts["aligned"], acts["base"], sep_cfg)
+        control = separation(acts["aligned"], acts["base"], sep_cfg) if "base" in acts else None
     elif cfg.probe.contrast == "responses":
         mis, al, path = response_contrast(cfg)
         paths = {"misaligned": path}
@@ -89,10 +89,10 @@ contrast=responses: spilling vs prose answers inside the misaligned model; contr
     directions.save(out / "directions")
     save_figure(em.plot(control), out / "separation.png")
     metrics = _summary(em)
-    metrics["control"] = _summary(control)
+    metrics["control"] = _summary(control) if control else {"absent": NO_BASE}
     metrics["activations"] = paths
     metrics["directions"] = str(out / "directions.safetensors")
-    metrics["model"] = {role: model_spec(cfg.model, role).to_dict() for role in ROLES}
+    metrics["model"] = {role: model_spec(cfg.model, role).to_dict() for role in pair_roles(cfg.model)}
     metrics["contrast"] = cfg.probe.contrast
     metrics["n"] = {"misaligned": len(mis.prompts), "aligned": len(al.prompts)}
     return metrics
