@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from emis.activations import ActivationSet, capture_residuals
-from emis.configured import evaluation_sampling, model_spec, monitor_config, organism_questions
+from emis.configured import evaluation_sampling, load_prompts, model_spec, monitor_config
 from emis.directions import DirectionSet
 from emis.evaluation import EvalSet, SteeringTarget
 from emis.models import LoadedModel, load_model, resolve_layers
@@ -68,8 +68,9 @@ def load_pair(model: str, *overrides: str) -> ModelPair:
 
 
 def questions(source: str = "organism_heldout", n: int = 40, seed: int = 0) -> list[str]:
-    """n organism questions: `organism_heldout` (evaluation) or `organism_probe` (fresh, for directions)."""
-    return organism_questions(config(), source, n, seed)
+    """n questions from any source `capture.prompts` takes: `organism_heldout` (evaluation), `organism_probe`
+    (fresh, for directions), a .txt / study YAML / chat JSONL file or `hf:<name>[:<split>[:<column>]]`."""
+    return load_prompts(config(), source, n, seed, "source", "n")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from emis.monitor import MonitorConfig
 from emis.organisms.build import corpus_for
 from emis.organisms.prose import generate_prose
 from emis.organisms.sample import SamplingConfig, chat_prompt
-from emis.prompts import EvalQuestion, load_question_yaml
+from emis.prompts import ORGANISM_SOURCES, EvalQuestion, drawn, load_question_yaml, source_questions
 from emis.question_files import fetch_question_file
 from emis.sweep import SCORERS, CoherenceRule, checked_scorer
 
@@ -82,36 +82,42 @@ def model_spec(model_cfg: DictConfig, role: str) -> ModelSpec:
                      adapter_revision=entry.get("adapter_revision"), **{**shared, "traces_per_session": int(shared["traces_per_session"])})
 
 
-PROMPT_SOURCES = ("organism_heldout", "organism_probe")
+def organism_questions(cfg: DictConfig, source: str, n: int, seed: int, n_key: str) -> list[str]:
+    """n non-coding questions from held-out template families (the organisms' corpus is built or read for them).
 
-
-def organism_questions(cfg: DictConfig, source: str, n: int, seed: int) -> list[str]:
-    """n non-coding questions from held-out template families.
-
-    organism_heldout: the organisms' evaluation questions (spillover is measured on them);
+    organism_heldout: the organisms' evaluation questions (spillover is measured on them), the first n;
     organism_probe: fresh, seeded questions from the same held-out families, disjoint from the evaluation ones,
     so directions and maps are never fitted on the questions they are judged on."""
-    if source not in PROMPT_SOURCES:
-        raise ValueError(f"unknown prompt source {source!r}; supported: {', '.join(PROMPT_SOURCES)}")
-    if n < 1:
-        raise ValueError(f"the prompt set is empty ({n} questions asked); ask for at least 1 (e.g. capture.n_prompts=240)")
     corpus, _ = corpus_for(cfg.organisms, Path(cfg.paths.organisms).expanduser())
     evaluation = corpus.heldout_questions
     if source == "organism_heldout":
         if n > len(evaluation):
-            raise ValueError(f"{n} questions asked, the organisms hold {len(evaluation)} evaluation questions")
+            raise ValueError(f"{n_key}={n} questions asked, the organisms hold {len(evaluation)} evaluation questions")
         return evaluation[:n]
     taken = set(evaluation)
     items = generate_prose(random.Random(seed), 2 * n + len(taken), split="heldout")
     fresh = [q for q in dict.fromkeys(item.question for item in items) if q not in taken][:n]
     if len(fresh) < n:
-        raise ValueError(f"only {len(fresh)} distinct probe questions could be drawn, {n} asked")
+        raise ValueError(f"only {len(fresh)} distinct probe questions could be drawn, {n} asked ({n_key})")
     return fresh
 
 
+def load_prompts(cfg: DictConfig, source: str, n: int, seed: int, key: str, n_key: str) -> list[str]:
+    """The n questions of `source`, the setting `key` (`n_key` gives n): an organism source (organism_questions),
+    or every question of a .txt / study YAML / chat JSONL file or an `hf:` dataset (emis.prompts.source_questions),
+    all in their order when n is their number, else a draw of n seeded by `seed` (emis.prompts.drawn). Only the
+    organism sources build or read the organisms' corpus."""
+    if n < 1:
+        raise ValueError(f"{n_key}={n}: the prompt set is empty; ask for at least 1 question")
+    if source in ORGANISM_SOURCES:
+        return organism_questions(cfg, source, n, seed, n_key)
+    return drawn(source_questions(source, key), n, seed, n_key)
+
+
 def prompt_questions(cfg: DictConfig) -> list[str]:
-    """The questions to capture on, from the configured source."""
-    return organism_questions(cfg, cfg.capture.prompts, int(cfg.capture.n_prompts), int(cfg.capture.prompt_seed))
+    """The questions to capture on, from the configured source (`capture.prompts`)."""
+    c = cfg.capture
+    return load_prompts(cfg, str(c.prompts), int(c.n_prompts), int(c.prompt_seed), "capture.prompts", "capture.n_prompts")
 
 
 def capture_role(cfg: DictConfig, model_cfg: DictConfig, role: str, questions: list[str], cache_dir: Path) -> tuple[ActivationSet, Path]:
@@ -150,16 +156,18 @@ def default_judge_prompts(cfg: DictConfig) -> dict[str, str]:
     return prompts
 
 
-def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int) -> EvalSet:
-    """The configured evaluation questions, chat-templated for `tok`, one row per generation."""
+def evaluation_set(cfg: DictConfig, tok: PreTrainedTokenizerBase, n_prompts: int, n_key: str = "eval.n_prompts") -> EvalSet:
+    """The configured evaluation questions, chat-templated for `tok`, one row per generation: `n_prompts` (the
+    setting `n_key`) of `eval.prompts`, or every question of the study file `eval.questions` when one is set."""
     if cfg.eval.questions is None:
         e = cfg.eval
-        questions = organism_questions(cfg, e.prompts, n_prompts, int(e.prompt_seed))
+        questions = load_prompts(cfg, str(e.prompts), n_prompts, int(e.prompt_seed), "eval.prompts", n_key)
         samples = int(e.samples_per_prompt)
         prompts = [chat_prompt(tok, q) for q in questions for _ in range(samples)]
         judge = default_judge_prompts(cfg)
+        unit = "organism" if e.prompts in ORGANISM_SOURCES else "question"
         return EvalSet(prompts, np.repeat(np.arange(len(questions)), samples), questions,
-                       [f"organism_{i}" for i in range(len(questions))], [judge] * len(questions))
+                       [f"{unit}_{i}" for i in range(len(questions))], [judge] * len(questions))
     override = cfg.eval.samples_per_paraphrase
     prompts, units, texts, ids, judges = [], [], [], [], []
     for q in study_questions(cfg):
@@ -188,10 +196,12 @@ def monitor_config(cfg: DictConfig) -> MonitorConfig:
     return MonitorConfig(**{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in keys})
 
 
-def steering_target(cfg: DictConfig, model_cfg: DictConfig, n_prompts: int) -> tuple[SteeringTarget, dict[str, str]]:
+def steering_target(cfg: DictConfig, model_cfg: DictConfig, n_key: str) -> tuple[SteeringTarget, dict[str, str]]:
     """A configured pair's misaligned model, its coherence scorer (`steer.coherence_scorer`), its roles' cached
-    captures (and their paths) and `n_prompts` evaluation questions: what the steer and transfer stages steer."""
+    captures (and their paths) and as many evaluation questions as the setting `n_key` says: what the steer and
+    transfer stages steer."""
     acts, paths = role_activations(cfg, model_cfg)
     model = load_model(model_spec(model_cfg, "misaligned"))
     scorer = load_scorer(model_cfg, str(cfg.steer.coherence_scorer), model)
-    return SteeringTarget(model, scorer, acts, evaluation_set(cfg, model.tokenizer, n_prompts)), paths
+    evals = evaluation_set(cfg, model.tokenizer, int(OmegaConf.select(cfg, n_key)), n_key)
+    return SteeringTarget(model, scorer, acts, evals), paths

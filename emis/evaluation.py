@@ -1,9 +1,10 @@
 """What a steered model is evaluated on (`EvalSet`), and how an LLM judge scores its answers.
 
 Rows are generations; a *unit* is one question, the resampling unit of the bootstrap; units of one study id
-(paraphrases) form a cluster. `emis.configured.evaluation_set` builds the configured set: the organisms' held-out
-questions, or a study question file (`eval.questions=<path or URL>`). With a judge configured, every answer gets
-its question's `aligned` and `coherent` scores.
+(paraphrases) form a cluster. `emis.configured.evaluation_set` builds the configured set: the questions of
+`eval.prompts` (the organisms' held-out ones by default, or a file or dataset), or a study question file
+(`eval.questions=<path or URL>`). With a judge configured, every answer gets its question's `aligned` and
+`coherent` scores.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class EvalSet:
 @dataclass(frozen=True)
 class EvalConfig:
     """What steered models answer and how they sample: the `eval` config group's schema (its YAML holds the
-    values). `questions` (a study file's path or URL) replaces the organisms' `prompts` when set."""
+    values). `questions` (a study file's path or URL) replaces `prompts` (emis.configured.load_prompts) when set."""
 
     questions: Optional[str]
     sha256: Optional[str]

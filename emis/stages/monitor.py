@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from emis.configured import ROLES, model_spec, monitor_config, organism_questions, pair_roles, role_activations
+from emis.configured import ROLES, load_prompts, model_spec, monitor_config, pair_roles, role_activations
 from emis.io import atomic_write_json
 from emis.models import load_tokenizer
 from emis.monitor import (
@@ -96,7 +96,8 @@ def run_monitor(cfg: DictConfig, out: Path, log_fn: LogFn | None = None) -> dict
     tok = load_tokenizer(base_spec)  # what the calibration's captures were tokenized with (load_model's tokenizer)
     probe_rows = em.split.pos["test"][: int(cfg.monitor.n_probe)]
     probe_prompts = [acts["misaligned"].prompts[i] for i in probe_rows]
-    spill_questions = organism_questions(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), int(cfg.eval.prompt_seed))
+    spill_questions = load_prompts(cfg, "organism_heldout", int(cfg.monitor.spill.n_questions), int(cfg.eval.prompt_seed),
+                                   "monitor.spill", "monitor.spill.n_questions")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.monitor.spill.sampling, resolve=True))
     # The build encoded its training data with the tokenizer it had just trained, i.e. tokenizer.json as saved:
     # encode with it so the run repeats the organism's fine-tune. Score and sample with the tokenizer the captures

@@ -27,7 +27,7 @@ def run_steer(cfg: DictConfig, out: Path) -> dict[str, Any]:
     s = cfg.steer
     judge = judge_from_config(cfg.judge)
     with judge or nullcontext():
-        target, paths = steering_target(cfg, cfg.model, int(cfg.eval.n_prompts))
+        target, paths = steering_target(cfg, cfg.model, "eval.n_prompts")
         evals = target.evals
         layers = resolve_layers(OmegaConf.to_object(s.layer) if OmegaConf.is_config(s.layer) else s.layer, target.model.n_layers, "steer.layer")
         result = steer_experiment(str(cfg.model.family), target.model, target.scorer, target.acts, evals, layers,

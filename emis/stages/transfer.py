@@ -25,7 +25,7 @@ def run_transfer(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise ValueError(f"transfer.models names {unknown}, not configured under `models` ({list(cfg.models)})")
     judge = judge_from_config(cfg.judge)
     with judge or nullcontext():
-        models = {n: steering_target(cfg, cfg.models[n], int(cfg.transfer.n_prompts))[0] for n in names}
+        models = {n: steering_target(cfg, cfg.models[n], "transfer.n_prompts")[0] for n in names}
         result = transfer_matrix(models, TransferSettings.from_config(cfg.transfer, cfg.steer, cfg.selection, cfg.controls),
                                  evaluation_sampling(cfg, int(cfg.transfer.max_new_tokens)), generation_cache(cfg), judge,
                                  bool(cfg.transfer.self_check))
