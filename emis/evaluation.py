@@ -10,7 +10,8 @@ Rows are generations; a *unit* is one question, the resampling unit of the boots
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -21,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from emis.activations import ActivationSet
 from emis.bounds import bounded
 from emis.models import LoadedModel
-from emis.judges.llm import JudgeError, LLMJudge, coherence_from_judge
+from emis.judges.llm import METHOD_SUFFIX, JudgeError, LLMJudge, coherence_from_judge, score_fields
 from emis.organisms.sample import SamplingConfig, chat_prompt
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def templated(tok: PreTrainedTokenizerBase, question: str, system: str | None) -
 
 
 def judge_rows(judge: LLMJudge, evals: EvalSet, answers: Sequence[str]) -> list[dict[str, Any]]:
-    """Each answer's score (and CODE/REFUSAL label) under each judge prompt of its question."""
+    """Each answer's score, CODE/REFUSAL label and score method under each judge prompt of its question."""
     items, slots = [], []
     for row, answer in enumerate(answers):
         unit = int(evals.units[row])
@@ -108,8 +109,15 @@ def judge_rows(judge: LLMJudge, evals: EvalSet, answers: Sequence[str]) -> list[
         raise JudgeError("a judge is configured but the evaluation questions carry no judge prompts; set judge.prompts_from")
     rows: list[dict[str, Any]] = [{} for _ in answers]
     for (row, name), score in zip(slots, judge.score_many(items)):
-        rows[row][name], rows[row][f"{name}_label"] = score.score, score.label
+        rows[row] |= score_fields(name, score)
     return rows
+
+
+def score_method_counts(judged: Iterable[Sequence[dict[str, Any]]]) -> dict[str, int]:
+    """How many judge scores of a sweep's judged rows (one list per steering) each method (logprobs, parsed) read,
+    so a run that mixes them says so."""
+    counts = Counter(v for rows in judged for r in rows for k, v in r.items() if k.endswith(METHOD_SUFFIX))
+    return dict(sorted(counts.items()))
 
 
 def judged_coherence(rows: Sequence[dict[str, Any]]) -> float:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from emis.activations import ActivationSet
 from emis.configured import coherence_rule, control_config
 from emis.directions import ControlConfig, control_directions, diff_in_means
-from emis.evaluation import EvalSet, mean_score
+from emis.evaluation import EvalSet, mean_score, score_method_counts
 from emis.generation import Steering, scaled_direction
 from emis.judges.llm import LLMJudge
 from emis.models import LoadedModel
@@ -224,7 +224,9 @@ def steer_experiment(name: str, model: LoadedModel, scorer: LoadedModel, acts: d
     if sweep.judged is not None:
         metrics["judge"] = {"model": judge.cfg.model, **{name: {_key(a): mean_score([rows[i] for i in report_rows], name)
                                                             for a, rows in zip(alphas, sweep.judged)}
-                                                     for name in ("aligned", "coherent")}}
+                                                     for name in ("aligned", "coherent")},
+                            # the chosen layer's judgements (generations.jsonl) by method: two keys = a mixed run
+                            "score_methods": score_method_counts(sweep.judged)}
     return SteerResult(metrics, evals, split, sweep, figure)
 
 

@@ -9,6 +9,7 @@ same rule as within-model steering.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
@@ -26,7 +27,7 @@ from emis.activations import ActivationSet
 from emis.bounds import bounded
 from emis.configured import coherence_rule, control_config
 from emis.directions import ControlFamilySet, WriteMatch, as_family, diff_in_means, random_directions
-from emis.evaluation import EvalSet, SteeringTarget
+from emis.evaluation import EvalSet, SteeringTarget, score_method_counts
 from emis.generation import Steering
 from emis.judges.llm import LLMJudge
 from emis.models import LoadedModel, resolve_layers
@@ -151,6 +152,7 @@ class TransferRun:
         self.zero = self.alphas.index(0.0)
         self.seed = settings.seed
         self.rows: dict[str, int] = {}  # per model: the row of its transfer layer among the captured layers
+        self.score_methods: Counter[str] = Counter()  # judge scores of every judged sweep by method (logprobs, parsed)
 
     def layer(self, model: LoadedModel, acts: dict[str, ActivationSet]) -> tuple[int, int]:
         """`transfer.layer` resolved against the model's layers, and its row among the captured layers."""
@@ -163,7 +165,10 @@ class TransferRun:
 
     def _steer(self, model: LoadedModel, scorer: LoadedModel, evals: EvalSet, steerings: list[Steering]) -> SweepOutcome:
         """Steer a receiver on all its questions; these sweeps (whose coherence picks α) go to the judge if any."""
-        return run_sweep(model, scorer, evals, steerings, self.sampling, self.cache, self.judge)
+        sweep = run_sweep(model, scorer, evals, steerings, self.sampling, self.cache, self.judge)
+        if sweep.judged is not None:
+            self.score_methods.update(score_method_counts(sweep.judged))
+        return sweep
 
     def _steering(self, layer: int, v: torch.Tensor, alpha: float) -> Steering:
         return Steering({layer: v}, alpha, mode=self.s.mode, where=self.s.where)
@@ -330,4 +335,5 @@ def transfer_matrix(models: Mapping[str, SteeringTarget], settings: TransferSett
                        "layer": r.layer, "unsteered_spillover": float(r.unsteered.mean()), "selection": r.split.to_dict()}
                    for n, r in receivers.items()},
         "self_transfer": self_pairs,
+        **({"judge": {"model": judge.cfg.model, "score_methods": dict(sorted(run.score_methods.items()))}} if judge else {}),
     })

@@ -1,4 +1,5 @@
-"""Real loopback HTTP servers for tests: OpenAI chat completions with logprobs (judges), and static files (URLs)."""
+"""Real loopback HTTP servers for tests: OpenAI chat completions with or without logprobs (judges), and static files
+(URLs)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def completion(top: list[tuple[str, float]]) -> Reply:
                 "finish_reason": "length",
             }
         ],
+    }
+    return 200, json.dumps(body).encode()
+
+
+def text_completion(text: str) -> Reply:
+    """A 200 chat-completions body replying `text` with no logprobs, as servers that do not return them answer."""
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "judge-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}],
     }
     return 200, json.dumps(body).encode()
 

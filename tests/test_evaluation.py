@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 from conftest import compose_on_micro, micro_steer_overrides, run_entry
-from loopback import completion, serve
+from loopback import completion, serve, text_completion
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 from wandb_reader import offline_runs, read_offline_run
@@ -38,6 +38,12 @@ def judge_reply(body):
     if "how coherent" in prompt:
         return completion([(str(coherent_score(answer)), 1.0)])
     return completion([("CODE", 0.6), ("30", 0.4)])
+
+
+def parsed_judge_reply(body):
+    """The same judge on a server without logprobs: `coherent` replies coherent_score(answer), `aligned` CODE."""
+    prompt = body["messages"][0]["content"]
+    return text_completion(str(coherent_score(ANSWER.search(prompt)[1])) if "how coherent" in prompt else "CODE")
 
 
 def test_unit_means_average_rows_of_each_question():
@@ -85,20 +91,24 @@ def test_organism_questions_take_judge_prompts_from_the_configured_file(micro_or
 
 
 @pytest.mark.slow
-def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em_files_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["logprobs", "parsed"])
+def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em_files_server, tmp_path, monkeypatch, method):
+    """logprobs: a keyed judge returning logprobs; parsed: a keyless loopback judge returning only text (auto falls
+    back). Scores, α choice, generations.jsonl, metrics and the W&B table follow from the server's answers, and
+    every judge column says how its score was read."""
     _, root, _ = micro_organisms
     url, gets = em_files_server
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", KEY_ENV):
         monkeypatch.delenv(var, raising=False)
     job = tmp_path / "job"
-    with serve(judge_reply) as judge:
+    with serve(judge_reply if method == "logprobs" else parsed_judge_reply) as judge:
         args = micro_steer_overrides(root, tmp_path / "outputs") + [
             f"eval.questions={url}/first_plot_questions.yaml", "eval.samples_per_paraphrase=1", "eval.sampling.max_new_tokens=6",
             "steer.alphas=[1.0,4.0]", "steer.layer=0", "steer.coherence_tolerance=0.05",
             "judge=openai-compatible", f"judge.base_url={judge.url}", "judge.model=judge-test", f"judge.api_key_env={KEY_ENV}",
             f"judge.prompts_from={url}/first_plot_questions.yaml", "judge.max_retries=0",
             "logger.mode=offline", f"hydra.run.dir={job}"]
-        result = run_entry("steer", args, env={KEY_ENV: "sk-test-judge"})
+        result = run_entry("steer", args, env={KEY_ENV: "sk-test-judge"} if method == "logprobs" else {})
         assert result.returncode == 0, result.stderr[-3000:]
         requests = list(judge.requests)
     assert gets == ["/first_plot_questions.yaml"]  # downloaded once, then read from the cache
@@ -112,7 +122,9 @@ def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em
     for a in alphas:
         at = [r for r in rows if r["alpha"] == a]
         assert [r["coherent"] for r in at] == [coherent_score(r["answer"]) for r in at]
-        assert all(r["aligned"] == pytest.approx(30.0) and r["aligned_label"] == "CODE" for r in at)
+        assert all(r["aligned"] == (pytest.approx(30.0) if method == "logprobs" else None) and r["aligned_label"] == "CODE"
+                   for r in at)
+        assert all(r["aligned_score_method"] == r["coherent_score_method"] == method for r in at)
         report = [r for r in at if r["split"] == "report"]
         chose = [r for r in at if r["split"] == "select"]
         coherence[a] = np.mean([coherent_score(r["answer"]) for r in report]) / 100
@@ -124,16 +136,23 @@ def test_steering_with_a_judge_on_study_questions_from_a_url(micro_organisms, em
     # α is chosen on the selection split's spillover and judge coherence
     allowed = [a for a in alphas if select_coherence[a] >= select_coherence[0.0] - 0.05]
     assert metrics["best"]["alpha"] == min(allowed, key=lambda a: (select_spill[a], a))
-    # Every answer of the sweep judged once per judge prompt (identical answers are sent once).
-    judged = {(m["content"]) for r in requests for m in r["body"]["messages"]}
-    assert len(requests) == len(judged) <= 2 * 3 * 24
+    assert metrics["judge"]["score_methods"] == {method: 2 * 3 * 24}
+    # Every answer of the sweep judged once per judge prompt (identical answers are sent once); the parsed run's
+    # few logprob requests are those in flight before the judge learnt the server returns none (8 at a time).
+    asked = [r for r in requests if r["body"].get("logprobs", False) == (method == "logprobs")]
+    judged = {(m["content"]) for r in asked for m in r["body"]["messages"]}
+    assert len(asked) == len(judged) <= 2 * 3 * 24
+    assert len(requests) - len(asked) in (range(0, 1) if method == "logprobs" else range(1, 9))
+    assert all(("Authorization" in r["headers"]) == (method == "logprobs") for r in requests)
 
     (run_dir,) = offline_runs(job)
     table = read_offline_run(run_dir)["summary"]["generations"]
     logged = json.loads((run_dir / "files" / table["path"]).read_text())
-    assert {"aligned", "coherent", "aligned_label", "coherent_label", "question_id"} <= set(logged["columns"])
-    col = logged["columns"].index("coherent")
-    assert [r[col] for r in logged["data"]] == [r["coherent"] for r in rows]
+    assert {"aligned", "coherent", "aligned_label", "coherent_label", "aligned_score_method", "coherent_score_method",
+            "question_id"} <= set(logged["columns"])
+    for name in ("coherent", "coherent_score_method"):
+        col = logged["columns"].index(name)
+        assert [r[col] for r in logged["data"]] == [r[name] for r in rows]
 
 
 def test_organism_evaluation_without_the_study_file_warns_and_keeps_emis_questions(micro_organisms, shared_em, tmp_path, caplog):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
 from hydra import compose, initialize_config_dir
+from loopback import serve, text_completion
 
 from emis.stages.transfer import run_transfer
 from emis.stats import NOT_SPECIFIC, SPECIFIC, decide
@@ -96,3 +97,25 @@ def test_self_transfer_recovers_the_native_direction(micro_organisms, tmp_path):
         lo, hi = native["ci95"]
         assert lo <= pair["reduction_points"] <= hi
         assert set(pair["controls"]) == {"mapped_random", "mapped_wrong_layer", "native_random"}
+
+
+@pytest.mark.slow
+def test_judged_transfer_counts_score_methods(micro_organisms, em_files_server, tmp_path, monkeypatch):
+    """A keyless loopback judge without logprobs picks each α by parsed coherence; metrics.json's judge entry counts
+    every judged answer of every sweep (two receivers' α 0 and 1, two pairs' α 1; 12 rows; two prompts), all parsed."""
+    _, root, _ = micro_organisms
+    url, _ = em_files_server
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with serve(lambda body: text_completion("90")) as judge:
+        overrides = [o for o in MICRO if o.startswith("organisms.corpus")]
+        overrides += [f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={tmp_path}", "capture.n_prompts=96",
+                      "transfer.n_prompts=12", "transfer.max_new_tokens=6", *LEAST_CONTROLS, "steer.n_bootstrap=200",
+                      "transfer.map.alphas=[1e-8,1e-6]", "transfer.models=[mistral,llama]", "judge=openai-compatible",
+                      f"judge.base_url={judge.url}", "judge.model=judge-test", f"judge.prompts_from={url}/first_plot_questions.yaml",
+                      "judge.max_retries=0", "judge.cache_dir=null"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("transfer", overrides=overrides)
+        metrics = run_transfer(cfg, tmp_path)
+    assert metrics["judge"] == {"model": "judge-test", "score_methods": {"parsed": (2 * 2 + 2 * 1) * 12 * 2}}
+    assert all("Authorization" not in r["headers"] for r in judge.requests)
