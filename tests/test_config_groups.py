@@ -149,7 +149,7 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     ("steer", ["steer.ci_level=1.5"], "steer.ci_level must be > 0 and < 1, got 1.5"),
     ("steer", ["eval.sampling.temperature=-1"], "eval.sampling.temperature must be >= 0, got -1"),
     ("steer", ["steer.no_such_key=1"], "steer.no_such_key: Key 'no_such_key' not in 'SteerConfig'"),
-    ("steer", ["model=organism-nope"], "Could not find 'model/organism-nope' (options: gemma-2-2b"),
+    ("steer", ["model=organism-nope"], "Could not find 'model/organism-nope' (options: em-llama-3.2-1b-bad-medical, gemma-2-2b"),
     ("steer", ["steer.layer=[0,one]"], "steer.layer must be an integer or 'all', got 'one'"),
     ("steer", ["-m", "steer.layer=0,1", "steer.alphas=[1],[x]"], "steer.alphas[0]: Value 'x'"),
     ("build_organisms", ["organisms.families.llama.size.hidden_size=1.5"], "organisms.families.llama.size.hidden_size must be an integer"),
