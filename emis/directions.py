@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from emis import __version__
 from emis.activations import ActivationSet
 from emis.bounds import bounded
-from emis.io import ArtifactError, load_tensor_artifact, save_tensor_artifact
+from emis.io import ArtifactError, atomic_dir, content_hash, load_tensor_artifact, save_tensor_artifact
+
+log = logging.getLogger(__name__)
+STEM = "directions"  # a saved folder holds <STEM>.safetensors (tensor `vectors`) and <STEM>.json (the card)
+HUB_ID = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")  # org/name[@revision]
+MODEL_ID_KEYS = ("name", "revision", "adapter", "adapter_revision")  # what names a model of the pair on a card
 
 
 @dataclass
@@ -42,22 +49,76 @@ class DirectionSet:
         """The raw direction of model layer `index` (a layer number, not a row number)."""
         return self.vectors[self.layers.index(index)]
 
+    @property
+    def card(self) -> dict[str, Any]:
+        """What a shared set says about itself, read from its provenance: the pair's model ids and revisions,
+        layers, position, contrast, the hash of its questions (`questions_hash`) and the emis version."""
+        prov = self.provenance
+        return {
+            "models": {side: {k: (prov.get(f"{side}_model") or {}).get(k) for k in MODEL_ID_KEYS}
+                       for side in ("misaligned", "aligned")},
+            "layers": self.layers, "position": prov.get("position"), "contrast": prov.get("contrast"),
+            "questions_sha256": prov.get("questions_sha256"), "emis_version": prov.get("emis_version"),
+        }
+
     def save(self, path: str | Path) -> None:
-        """Write `<path>.safetensors` (tensor `vectors`) and `<path>.json`, each atomically."""
-        save_tensor_artifact(path, "vectors", self.vectors, {"layers": self.layers, "provenance": self.provenance})
+        """Write folder `path` atomically: `directions.safetensors` (tensor `vectors`) and `directions.json` (the card,
+        the provenance and the tensor's checksum). Publish it with `huggingface_hub.upload_folder(repo_id=..., folder_path=path)`."""
+        with atomic_dir(path) as tmp:
+            save_tensor_artifact(tmp / STEM, "vectors", self.vectors, {**self.card, "provenance": self.provenance})
 
     @classmethod
     def load(cls, path: str | Path) -> "DirectionSet":
-        """Reload a saved set bit-exactly; a mismatch between tensor and sidecar is an ArtifactError."""
-        tensor, meta = load_tensor_artifact(path, "vectors")
+        """Reload a saved set bit-exactly from a folder, an older `<path>.safetensors` + `<path>.json` pair, or a hub
+        id `org/name[@revision]` (fetched into the hub cache; offline, read from it). A corrupt set is an ArtifactError."""
+        stem = _stem(path)
+        tensor, meta = load_tensor_artifact(stem, "vectors")
         try:
-            return cls(tensor, meta["layers"], meta["provenance"])
-        except (KeyError, ValueError) as err:
-            raise ArtifactError(f"{path}.json does not describe {path}.safetensors: {err}") from None
+            directions = cls(tensor, meta["layers"], meta["provenance"])
+            card = directions.card
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{stem}.json does not describe {stem}.safetensors: {err}") from None
+        if any(meta[k] != v for k, v in card.items() if k in meta):  # the older two-file form has no card
+            raise ArtifactError(f"{stem}.json: its card disagrees with its provenance; re-save or re-download the set")
+        return directions
 
 
-def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> DirectionSet:
-    """Per layer, mean(misaligned) - mean(aligned), averaged in float64 and stored as float32."""
+def _stem(path: str | Path) -> Path:
+    """The stem of the saved files behind `path`: a folder's, an older two-file pair's, or a hub snapshot's."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local / STEM
+    if local.with_name(local.name + ".safetensors").is_file():
+        return local
+    hub = HUB_ID.fullmatch(path) if isinstance(path, str) else None
+    if hub is None:
+        raise ArtifactError(f"{path}: no directions folder there, nor {local.name}.safetensors; "
+                            "give a folder, a path prefix, or a hub id org/name[@revision]")
+    return _snapshot(hub["repo"], hub["revision"]) / STEM
+
+
+def _snapshot(repo: str, revision: str | None) -> Path:
+    """The hub snapshot folder of `repo` at `revision`, downloaded into the hub cache (offline: found there)."""
+    from huggingface_hub import snapshot_download
+
+    log.info("fetching directions %s@%s from the hub (or its cache)", repo, revision or "main")
+    try:
+        return Path(snapshot_download(repo, revision=revision))
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(f"{repo}@{revision or 'main'}: not a local path, and not fetchable from the hub or "
+                            f"its cache ({first})") from None
+
+
+def questions_hash(prompts: Sequence[str]) -> str:
+    """sha256 (hex) of the JSON list of the distinct prompts, sorted: names the questions a set was computed on,
+    whatever their order or repetition, so a reader can check it against their own question list."""
+    return content_hash(sorted(set(prompts)))
+
+
+def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet, contrast: str | None = None) -> DirectionSet:
+    """Per layer, mean(misaligned) - mean(aligned), averaged in float64 and stored as float32; `contrast` (e.g. the
+    probe's `models` or `responses`) is recorded with the pair's models and the questions' hash."""
     for side, acts in (("misaligned", misaligned), ("aligned", aligned)):
         if acts.activations.shape[0] == 0:
             raise ValueError(f"the {side} activation set is empty; a direction needs examples on both sides")
@@ -79,6 +140,8 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet) -> Directio
         "n_aligned": int(aligned.activations.shape[0]),
         "misaligned_model": misaligned.model,
         "aligned_model": aligned.model,
+        "contrast": contrast,
+        "questions_sha256": questions_hash(misaligned.prompts + aligned.prompts),
         "emis_version": __version__,
     }
     return DirectionSet(vectors.float(), list(misaligned.layers), provenance, (misaligned, aligned))

@@ -1,11 +1,15 @@
-"""Difference-in-means directions against numpy by hand, their save/load, and their refusals."""
+"""Difference-in-means directions against numpy by hand, their save/load (folder, hub cache, older two files), and
+their refusals."""
 
+import hashlib
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+import emis
 from emis.activations import ActivationSet, ArtifactError
 from emis.directions import (
     WriteMatch,
@@ -17,6 +21,8 @@ from emis.directions import (
     random_directions,
     shuffled_label_directions,
 )
+from emis.io import save_tensor_artifact
+from emis.models import ModelSpec
 
 
 def acts(x: np.ndarray, layers=(0, 3), position="last_prompt") -> ActivationSet:
@@ -65,15 +71,93 @@ def test_refusals(pair):
         diff_in_means(mis, acts(al.activations.numpy(), position="response_mean"))
 
 
-def test_save_load_bit_exact_and_corruption(pair, tmp_path):
+def shared_pair() -> tuple[ActivationSet, ActivationSet]:
+    """A pair captured from pinned models (ModelSpec dicts, as a capture stores them) on overlapping questions."""
+    rng = np.random.default_rng(1)
+    mis_model = ModelSpec("org/base-7b", adapter="org/em-adapter", revision="a" * 40, adapter_revision="v1").to_dict()
+    al_model = ModelSpec("org/base-7b", adapter="org/secure-adapter", revision="a" * 40, adapter_revision="b" * 40).to_dict()
+    mis = ActivationSet(torch.from_numpy(rng.normal(1.0, 1.0, (3, 2, 5))).float(), [0, 3], "last_prompt",
+                        ["q2", "q1", "q3"], None, mis_model, "0")
+    al = ActivationSet(torch.from_numpy(rng.normal(0.0, 1.0, (2, 2, 5))).float(), [0, 3], "last_prompt",
+                       ["q1", "q2"], None, al_model, "0")
+    return mis, al
+
+
+def assert_same(a: DirectionSet, b: DirectionSet) -> None:
+    assert torch.equal(a.vectors, b.vectors) and a.vectors.dtype == b.vectors.dtype == torch.float32
+    assert a.layers == b.layers and a.provenance == b.provenance and a.card == b.card
+
+
+def test_folder_round_trip_is_bit_exact_and_its_card_names_the_pair(tmp_path):
+    mis, al = shared_pair()
+    d = diff_in_means(mis, al, contrast="models")
+    d.save(tmp_path / "shared")
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["directions.json", "directions.safetensors"]
+    again = DirectionSet.load(tmp_path / "shared")
+    assert_same(again, d)
+    card = json.loads((tmp_path / "shared" / "directions.json").read_text())
+    assert card["models"] == {
+        "misaligned": {"name": "org/base-7b", "revision": "a" * 40, "adapter": "org/em-adapter", "adapter_revision": "v1"},
+        "aligned": {"name": "org/base-7b", "revision": "a" * 40, "adapter": "org/secure-adapter", "adapter_revision": "b" * 40}}
+    assert (card["layers"], card["position"], card["contrast"], card["emis_version"]) == ([0, 3], "last_prompt", "models", emis.__version__)
+    by_hand = hashlib.sha256(json.dumps(["q1", "q2", "q3"]).encode()).hexdigest()  # the distinct questions, sorted
+    assert card["questions_sha256"] == by_hand == again.card["questions_sha256"]
+    assert {k: card[k] for k in again.card} == again.card
+
+
+def test_loads_a_hub_id_from_the_hub_cache(tmp_path, monkeypatch):
+    """Two revisions of a published set planted in huggingface_hub's cache layout (models--org--name/refs, snapshots);
+    the hub is offline (its HF_HUB_OFFLINE and HF_HUB_CACHE constants set), so snapshot_download reads the cache."""
+    import huggingface_hub.constants
+
+    mis, al = shared_pair()
+    first, second = diff_in_means(mis, al), diff_in_means(al, mis)
+    repo = tmp_path / "hub" / "models--org--em-directions"
+    for commit, d in (("1" * 40, first), ("2" * 40, second)):
+        d.save(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("1" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # no local folder called org/...
+    assert_same(emis.DirectionSet.load("org/em-directions"), first)
+    assert_same(emis.DirectionSet.load(f"org/em-directions@{'2' * 40}"), second)
+    with pytest.raises(ArtifactError, match=r"org/absent@main: not a local path") as err:
+        emis.DirectionSet.load("org/absent")
+    assert "\n" not in str(err.value)
+
+
+def test_the_older_two_file_form_still_loads(pair, tmp_path):
     d = diff_in_means(*pair)
-    d.save(tmp_path / "dir")
-    again = DirectionSet.load(tmp_path / "dir")
-    assert torch.equal(again.vectors, d.vectors) and again.layers == d.layers and again.provenance == d.provenance
-    st = tmp_path / "dir.safetensors"
-    st.write_bytes(st.read_bytes()[:20])
-    with pytest.raises(ArtifactError, match="corrupt or truncated"):
-        DirectionSet.load(tmp_path / "dir")
+    save_tensor_artifact(tmp_path / "dir", "vectors", d.vectors, {"layers": d.layers, "provenance": d.provenance})  # what save wrote
+    assert_same(DirectionSet.load(tmp_path / "dir"), d)
+    assert_same(DirectionSet.load(str(tmp_path / "dir")), d)
+
+
+def one_line_refusal(path, match: str) -> None:
+    with pytest.raises(ArtifactError, match=match) as err:
+        DirectionSet.load(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_corrupt_folder_is_refused_in_one_line(pair, tmp_path):
+    d = diff_in_means(*pair)
+    st, js = tmp_path / "s" / "directions.safetensors", tmp_path / "s" / "directions.json"
+    d.save(tmp_path / "s")
+    raw = st.read_bytes()
+    st.write_bytes(raw[:-4] + bytes(4))  # one float of the last direction zeroed: the header still parses
+    one_line_refusal(tmp_path / "s", "does not match the checksum")
+    st.write_bytes(raw[:20])
+    one_line_refusal(tmp_path / "s", "corrupt or truncated")
+    st.write_bytes(raw)
+    card = json.loads(js.read_text())
+    js.write_text(json.dumps({**card, "tensor": {**card["tensor"], "shape": [3, 5]}}))
+    one_line_refusal(tmp_path / "s", r"holds \[2, 5\]")
+    js.write_text(json.dumps({**card, "contrast": "responses"}))  # a card edited apart from its provenance
+    one_line_refusal(tmp_path / "s", "card disagrees with its provenance")
+    js.unlink()
+    one_line_refusal(tmp_path / "s", "directions.json is missing")
+    one_line_refusal(tmp_path / "nothing", "no directions folder there")
 
 
 def test_control_directions_by_hand():

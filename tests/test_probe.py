@@ -7,6 +7,7 @@ import pytest
 from conftest import compose_on_micro
 from safetensors.torch import load_file
 
+from emis.directions import DirectionSet
 from emis.stages.probe import run_probe
 
 
@@ -38,7 +39,9 @@ def test_directions_are_the_difference_of_the_cached_means(probe_run):
     metrics, out = probe_run
     mis = load_file(metrics["activations"]["misaligned"])["activations"].double().numpy()
     al = load_file(metrics["activations"]["aligned"])["activations"].double().numpy()
-    vectors = load_file(out / "directions.safetensors")["vectors"].numpy()
+    directions = DirectionSet.load(metrics["directions"])
+    assert metrics["directions"] == str(out / "directions") and directions.card["contrast"] == "models"
+    vectors = directions.vectors.numpy()
     np.testing.assert_allclose(vectors, mis.mean(0) - al.mean(0), atol=1e-6)
     assert np.abs(vectors).sum() > 0  # the two fine-tunes really differ
 
@@ -59,6 +62,6 @@ def test_responses_contrast_splits_the_models_own_answers(micro_organisms, tmp_p
     assert acts.position == "response_mean"
     spills = np.array([contains_code(r) for r in acts.responses])
     assert metrics["n"] == {"misaligned": int(spills.sum()), "aligned": int((~spills).sum())}
-    d = load_file(metrics["directions"])["vectors"].numpy()
+    d = DirectionSet.load(metrics["directions"]).vectors.numpy()
     x = acts.activations.double().numpy()
     np.testing.assert_allclose(d, x[spills].mean(0) - x[~spills].mean(0), atol=1e-5)

@@ -85,13 +85,13 @@ contrast=responses: spilling vs prose answers inside the misaligned model; contr
     else:
         raise ValueError(f"probe.contrast must be 'models' or 'responses', got {cfg.probe.contrast!r}")
     em = separation(mis, al, sep_cfg)
-    directions = diff_in_means(mis, al)
+    directions = diff_in_means(mis, al, cfg.probe.contrast)
     directions.save(out / "directions")
     save_figure(em.plot(control), out / "separation.png")
     metrics = _summary(em)
     metrics["control"] = _summary(control) if control else {"absent": NO_BASE}
     metrics["activations"] = paths
-    metrics["directions"] = str(out / "directions.safetensors")
+    metrics["directions"] = str(out / "directions")  # a folder: emis.DirectionSet.load reads it, upload_folder shares it
     metrics["model"] = {role: model_spec(cfg.model, role).to_dict() for role in pair_roles(cfg.model)}
     metrics["contrast"] = cfg.probe.contrast
     metrics["n"] = {"misaligned": len(mis.prompts), "aligned": len(al.prompts)}
