@@ -20,7 +20,7 @@ from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoModelForCa
 
 from emis.chat import read_chat_jsonl
 from emis.finetune import PROJECTIONS, FinetuneConfig
-from emis.models import IMAGE_TEXT_MODEL_TYPES, decoder_layers, resolve_layers
+from emis.models import IMAGE_TEXT_MODEL_TYPES, ModelSpec, decoder_layers, resolve_layers
 
 GIB = 1024**3
 NF4_BYTES = 4.127 / 8  # NF4 with double-quantised absmax, per weight
@@ -192,6 +192,28 @@ def _training_memory(
         "total_gib": round(total / GIB, 3),
         "assumptions": {"batch_size": batch, "tokens": tokens, "gradient_checkpointing": checkpointing},
     }
+
+
+def plan_pair(specs: Mapping[str, ModelSpec], n_prompts: int, **settings: Any) -> dict[str, Any]:
+    """`plan` for each role of a model pair (`specs`: role -> ModelSpec, e.g. from `configured.model_spec`), with
+    each adapter's LoRA rank and targets read from its `adapter_config.json`: what the pair costs, offline when the
+    configs are local (or cached)."""
+    out: dict[str, Any] = {}
+    for role, spec in specs.items():
+        report = plan(spec.name, n_prompts, dtype=spec.dtype, **settings)
+        if spec.adapter:
+            from peft import PeftConfig  # imported where used: peft costs seconds at start-up
+
+            try:
+                adapter = PeftConfig.from_pretrained(spec.adapter, revision=spec.adapter_revision)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read the adapter config of {spec.adapter!r} ({err}); give a local directory or "
+                                 "a cached hub id") from None
+            targets = adapter.target_modules
+            report["adapter"] = {"name": spec.adapter, "revision": spec.adapter_revision, "r": adapter.r,
+                                 "target_modules": sorted(targets) if not isinstance(targets, str) else targets}
+        out[role] = report
+    return out
 
 
 def plan_finetune(cfg: FinetuneConfig) -> dict[str, Any]:

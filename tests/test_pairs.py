@@ -51,3 +51,26 @@ def test_probe_and_steer_run_without_a_base_and_name_the_absent_control(micro_or
     assert "secure_vs_base" not in metrics["controls"] and "secure_vs_base" in metrics["absent_controls"]
     assert metrics["verdicts"]["em_specific"] is None
     assert "micro: control family secure_vs_base absent: no base model" in "\n".join(steering_table({"micro": metrics}))
+
+
+def test_the_published_organism_passes_the_dry_run_offline_from_saved_configs(tmp_path):
+    """Its configs given locally (the published Llama-3.2-1B config and a LoRA adapter config saved here): the pair's
+    plan needs no download and reports the model's shape and the adapter's rank."""
+    from peft import LoraConfig
+    from transformers import AutoConfig
+
+    from emis.dry_run import plan_pair
+
+    llama = AutoConfig.for_model("llama", num_hidden_layers=16, hidden_size=2048, num_attention_heads=32,
+                                 num_key_value_heads=8, head_dim=64, intermediate_size=8192, vocab_size=128256,
+                                 tie_word_embeddings=True)
+    llama.save_pretrained(tmp_path / "instruct")
+    LoraConfig(r=32, lora_alpha=64, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM").save_pretrained(tmp_path / "adapter")
+    cfg = composed("model=em-llama-3.2-1b-bad-medical", f"model.misaligned.name={tmp_path / 'instruct'}",
+                   f"model.misaligned.adapter={tmp_path / 'adapter'}", f"model.aligned.name={tmp_path / 'instruct'}")
+    report = plan_pair({role: model_spec(cfg.model, role) for role in pair_roles(cfg.model)}, n_prompts=40)
+    assert set(report) == {"misaligned", "aligned"}
+    for role in report:
+        assert report[role]["capture"]["shape"] == [40, 16, 2048]
+    assert report["misaligned"]["adapter"]["r"] == 32 and report["misaligned"]["adapter"]["target_modules"] == ["q_proj", "v_proj"]
+    assert "adapter" not in report["aligned"]
