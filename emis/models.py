@@ -40,6 +40,7 @@ IMAGE_TEXT_MODEL_TYPES = ("mistral3",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 TOKENIZER_LOADERS = ("auto", "saved")
+REMOTES = (False, True, "local")  # here | NDIF | serialised as for NDIF, run here
 NDIF_CONNECT_TIMEOUT_S = 10.0  # a reachable NDIF answers a TCP connect in well under a second
 
 
@@ -113,7 +114,7 @@ def _check_spec(spec: ModelSpec) -> None:
     """Fail early, in one line, on a spec that cannot load."""
     if spec.tokenizer not in TOKENIZER_LOADERS:
         raise ValueError(f"ModelSpec.tokenizer must be one of {sorted(TOKENIZER_LOADERS)}, got {spec.tokenizer!r}")
-    if spec.remote not in (False, True, "local"):
+    if spec.remote not in REMOTES:
         raise ValueError(f"ModelSpec.remote must be False, True or 'local', got {spec.remote!r}")
     if spec.traces_per_session < 1:
         raise ValueError(f"ModelSpec.traces_per_session must be at least 1, got {spec.traces_per_session}")

@@ -18,7 +18,7 @@ from emis.evaluation import EvalConfig
 from emis.finetune import FinetuneConfig
 from emis.generation import MODES, SCALES, WHERES
 from emis.judges.llm import JudgeConfig
-from emis.models import TOKENIZER_LOADERS
+from emis.models import REMOTES, TOKENIZER_LOADERS
 from emis.monitor import MonitorConfig
 from emis.organisms.build import CheckpointChoice
 from emis.organisms.corpus import CorpusConfig
@@ -162,7 +162,7 @@ class ModelRoleConfig:
     adapter: Optional[str] = None
     revision: Optional[str] = None
     adapter_revision: Optional[str] = None
-    remote: Any = bounded(None, choices=(False, True, "local"))
+    remote: Any = bounded(None, choices=REMOTES)
     dtype: Optional[str] = None
     device: Optional[str] = None
     tokenizer: Optional[str] = bounded(None, choices=TOKENIZER_LOADERS)
@@ -174,7 +174,7 @@ class ModelPairConfig:
     """A `model` entry (or one of `models`): the settings its roles share, and the roles (base may be null)."""
 
     family: str
-    remote: Any = bounded(choices=(False, True, "local"))
+    remote: Any = bounded(choices=REMOTES)
     traces_per_session: int = bounded(ge=1, integer=True)
     dtype: str
     tokenizer: str = bounded(choices=TOKENIZER_LOADERS)
