@@ -34,7 +34,7 @@ class Bound:
 
     def _one(self, value: Any) -> str | None:
         if self.choices is not None:
-            return None if value in self.choices else f"must be one of {', '.join(self.choices)}, got {value!r}"
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
         if isinstance(value, str) and value in self.words:
             return None
         if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):

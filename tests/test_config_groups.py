@@ -162,6 +162,7 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     ("probe", ["probe.contrast=sideways"], "probe.contrast must be one of models, responses"),
     ("replicate", ["controls.match.tolerance=0"], "controls.match.tolerance must be > 0, got 0"),
     ("steer", ["judge=openai-compatible", "judge.timeout_seconds=0"], "judge.timeout_seconds must be > 0, got 0"),
+    ("steer", ["model.remote=maybe"], "model.remote must be one of False, True, local, got 'maybe'"),
     ("steer", ["judge=openai-compatible", "judge.score_method=guess"], "judge.score_method must be one of auto, logprobs, parsed"),
 ])
 def test_the_command_line_check_names_the_key(entry, overrides, message):
