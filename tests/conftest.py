@@ -86,6 +86,16 @@ def micro_steer_overrides(root, outputs) -> list[str]:
     ]
 
 
+def micro_replicate_overrides(root, outputs) -> list[str]:
+    """`make run`'s replication on the micro organisms under `root`, small enough for about a minute."""
+    return MICRO + [
+        f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={outputs}", "capture.n_prompts=40",
+        "separation.n_bootstrap=50", "separation.cv_folds=2", "eval.n_prompts=6", "eval.sampling.max_new_tokens=4",
+        *LEAST_CONTROLS, "steer.n_bootstrap=50",
+        "transfer.n_prompts=6", "transfer.max_new_tokens=4", "steer.mode=subtract", "steer.alphas=[2.0]", "transfer.alphas=[2.0]",
+    ]
+
+
 def run_entry(name: str, args: list[str], env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run `experiments/<name>.py` with `args` from the checkout, without any W&B key of the caller's."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"} | (env or {})

@@ -108,10 +108,10 @@ def test_ratio_summary_and_interleaving_order():
     assert {len(v) for v in times["wall"].values()} == {len(v) for v in times["cpu"].values()} == {2}
 
 
-def test_end_to_end_placeholder_reads_the_file_when_present(tmp_path):
+def test_recorded_end_to_end_reads_the_file_when_present(tmp_path):
     path = tmp_path / "e2e.json"
-    assert bench.end_to_end(path)["status"] == "missing"
+    assert bench.recorded_end_to_end(path)["status"] == "missing"
     path.write_text(json.dumps({"pipeline_s": 12.5}))
-    assert bench.end_to_end(path) == {"status": "read", "path": str(path), "timings": {"pipeline_s": 12.5}}
+    assert bench.recorded_end_to_end(path) == {"status": "read", "path": str(path), "timings": {"pipeline_s": 12.5}}
     path.write_text("{not json")
-    assert bench.end_to_end(path)["status"] == "unreadable"
+    assert bench.recorded_end_to_end(path)["status"] == "unreadable"

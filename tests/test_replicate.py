@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import CONF, LEAST_CONTROLS, MICRO, ROOT
+from conftest import CONF, MICRO, micro_replicate_overrides
 from hydra import compose, initialize_config_dir
 
 from emis.stages.replicate import run_replicate
@@ -15,14 +15,8 @@ pytestmark = pytest.mark.slow
 def replicated(micro_organisms, tmp_path_factory):
     _, root, _ = micro_organisms
     out = tmp_path_factory.mktemp("replicate")
-    overrides = MICRO + [
-        f"paths.organisms={root}", f"paths.root={ROOT}", f"paths.outputs={out / 'outputs'}", "capture.n_prompts=40",
-        "separation.n_bootstrap=50", "separation.cv_folds=2", "eval.n_prompts=6", "eval.sampling.max_new_tokens=4",
-        *LEAST_CONTROLS, "steer.n_bootstrap=50",
-        "transfer.n_prompts=6", "transfer.max_new_tokens=4", "steer.mode=subtract", "steer.alphas=[2.0]", "transfer.alphas=[2.0]",
-    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("replicate", overrides=overrides)
+        cfg = compose("replicate", overrides=micro_replicate_overrides(root, out / "outputs"))
     return run_replicate(cfg, out), out
 
 
@@ -53,3 +47,31 @@ def test_scores_are_means_over_pairs(replicated):
         as_donor = [p["reduction_points"] for p in t["pairs"] if p["donor"] == name]
         assert t["donor_score"][name] == pytest.approx(sum(as_donor) / 3)
     assert sorted(t["donor_score"], key=lambda n: -t["donor_score"][n]) == t["donor_ranking"]
+
+
+def _numbers(tree, prefix=""):
+    """Every numeric leaf of a metrics tree by its dotted path, timings aside."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() if "seconds" not in key for k, v in _numbers(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: tree} if isinstance(tree, (int, float)) else {}
+
+
+def test_end_to_end_benchmark_times_a_cold_family_build_and_a_warm_rerun_that_reproduces_the_metrics(replicated, micro_organisms):
+    from benchmarks.end_to_end import end_to_end
+
+    metrics, out = replicated
+    _, root, _ = micro_organisms
+    outputs = out / "outputs"
+    measured = end_to_end("mistral", root, outputs, build_overrides=tuple(MICRO),
+                          run_overrides=tuple(micro_replicate_overrides(root, outputs)), logs=out / "e2e-logs")
+    cold, warm = measured["cold_build_one_family"], measured["warm_make_run"]
+    assert cold["returncode"] == warm["returncode"] == 0 and cold["seconds"] > 0 and warm["seconds"] > 0
+    assert "organisms.build=[mistral]" in cold["command"] and warm["command"].startswith("python experiments/replicate.py")
+    assert warm["organism_cards_before"] == 12  # 4 families x (base, secure, insecure): the run found them built
+    assert "mistral: fine-tune step" in (out / "e2e-logs" / "cold_build.log").read_text()
+    (rerun,) = outputs.glob("replicate/*/*/metrics.json")
+    again = json.loads(rerun.read_text())
+    for stage in ("probe", "steer", "transfer"):
+        assert _numbers(again[stage]) == _numbers(metrics[stage]), stage
