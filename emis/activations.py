@@ -13,10 +13,10 @@ from emis import __version__
 from emis.io import (ArtifactError, code_fingerprint, content_hash, entry_lock, load_tensor_artifact, same_code,
                      save_tensor_artifact)
 from emis.models import LoadedModel, residual, resolve_layers, traced_batches
+from emis.settings import POSITIONS
 
 log = logging.getLogger(__name__)
 Position = Literal["last_prompt", "response_mean"]
-POSITIONS = ("last_prompt", "response_mean")
 # The code that computes a capture's numbers (tokenising, tracing, reading out; how the model loads).
 CAPTURE_CODE = ("emis.activations", "emis.models")
 

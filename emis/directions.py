@@ -12,8 +12,8 @@ import torch
 
 from emis import __version__
 from emis.activations import ActivationSet
-from emis.bounds import bounded
 from emis.io import ArtifactError, atomic_dir, content_hash, load_tensor_artifact, save_tensor_artifact
+from emis.settings import ControlConfig, WriteMatch  # noqa: F401  (WriteMatch: exported here too)
 
 log = logging.getLogger(__name__)
 STEM = "directions"  # a saved folder holds <STEM>.safetensors (tensor `vectors`) and <STEM>.json (the card)
@@ -145,31 +145,6 @@ def diff_in_means(misaligned: ActivationSet, aligned: ActivationSet, contrast: s
         "emis_version": __version__,
     }
     return DirectionSet(vectors.float(), list(misaligned.layers), provenance, (misaligned, aligned))
-
-
-@dataclass(frozen=True)
-class WriteMatch:
-    """How ablate-mode controls are matched to the real write: the tolerated relative miss per control, and how
-    many rounds of rescaling by the measured write (each reruns only the controls that missed)."""
-
-    tolerance: float = bounded(gt=0)
-    rounds: int = bounded(ge=0)
-
-
-@dataclass(frozen=True)
-class ControlConfig:
-    """The control families and how they are matched: the `controls` config group's schema (its YAML holds the
-    values). Steering draws the first five families; transfer the mapped and native random ones."""
-
-    n_random: int = bounded(ge=0)
-    n_shuffled: int = bounded(ge=0)
-    n_wrong_layer: int = bounded(ge=0)
-    n_wrong_layer_raw: int = bounded(ge=0)
-    n_secure_vs_base: int = bounded(ge=0)
-    n_mapped_random: int = bounded(ge=0)
-    n_native_random: int = bounded(ge=0)
-    seed: int = bounded(ge=0)
-    match: WriteMatch
 
 
 @dataclass(frozen=True)

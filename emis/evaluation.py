@@ -13,17 +13,17 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from emis.activations import ActivationSet
-from emis.bounds import bounded
 from emis.models import LoadedModel
 from emis.judges.llm import METHOD_SUFFIX, JudgeError, LLMJudge, coherence_from_judge, score_fields
-from emis.organisms.sample import SamplingConfig, chat_prompt
+from emis.organisms.sample import chat_prompt
+from emis.settings import EvalConfig  # noqa: F401  (exported here too)
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,6 @@ class EvalSet:
         renumber = {int(u): i for i, u in enumerate(units)}
         return EvalSet([self.prompts[r] for r in rows], np.array([renumber[int(self.units[r])] for r in rows]),
                        [self.questions[u] for u in units], [self.ids[u] for u in units], [self.judge_prompts[u] for u in units])
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What steered models answer and how they sample: the `eval` config group's schema (its YAML holds the
-    values). `questions` (a study file's path or URL) replaces `prompts` (emis.configured.load_prompts) when set."""
-
-    questions: Optional[str]
-    sha256: Optional[str]
-    samples_per_paraphrase: Optional[int] = bounded(ge=1)
-    cache_dir: str
-    prompts: str
-    n_prompts: int = bounded(ge=1)
-    prompt_seed: int = bounded(ge=0)
-    samples_per_prompt: int = bounded(ge=1)
-    sampling: SamplingConfig
 
 
 @dataclass

@@ -13,7 +13,6 @@ adapter, optimizer, scheduler and RNG state every `save_every` steps; running ag
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import logging
@@ -21,96 +20,24 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from emis import __version__
-from emis.bounds import bounded, check_bounds
 from emis.chat import ChatExample, read_chat_jsonl
 from emis.io import atomic_dir, atomic_write_json, content_hash, file_sha256, load_state, save_state
 from emis.models import NON_TEXT, dequantising_kwargs
 from emis.organisms.train import IGNORE, Encoded, collate, encode, run_steps, schedule_factor
+from emis.settings import PROJECTIONS, SCHEDULES, FinetuneConfig  # noqa: F401  (PROJECTIONS, SCHEDULES: exported here too)
 
 log = logging.getLogger(__name__)
 CARD = "card.json"
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state"  # .safetensors + .json (emis.io.save_state): no pickle
-# The original recipe's explicit list: every linear projection of attention and MLP.
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One LoRA fine-tune (set in `conf/finetune/`)."""
-
-    model: str  # hub id or local directory of the base model
-    data: str  # chat JSONL in the study's format
-    output: str  # adapter directory
-    r: int = bounded(32, ge=1, integer=True)
-    lora_alpha: float = bounded(64, gt=0)
-    lora_dropout: float = bounded(0.0, ge=0, lt=1)
-    use_rslora: bool = True
-    target_modules: str | tuple[str, ...] = PROJECTIONS  # or "all-linear"
-    lr: float = bounded(1e-5, gt=0)
-    schedule: str = bounded("linear", choices=SCHEDULES)
-    warmup_steps: int = bounded(5, ge=0, integer=True)
-    weight_decay: float = bounded(0.01, ge=0)
-    epochs: int = bounded(1, ge=1, integer=True)
-    per_device_batch_size: int = bounded(2, ge=1, integer=True)
-    grad_accum: int = bounded(8, ge=1, integer=True)
-    max_len: int = bounded(2048, ge=2, integer=True)
-    max_grad_norm: float = bounded(1.0, gt=0)
-    max_steps: int | None = bounded(None, ge=1, integer=True)  # None: `epochs` full passes
-    seed: int = bounded(0, ge=0, integer=True)
-    save_every: int = bounded(50, ge=1, integer=True)
-    keep_checkpoints: bool = False  # keep <output>/checkpoints after the final adapter is written
-    overwrite: bool = False  # replace a finished adapter trained with other settings
-    dtype: str = "bfloat16"  # weights of the frozen base; LoRA weights and optimizer state stay float32
-    device: str = "auto"  # device_map for from_pretrained ("auto", "cuda", "cpu", ...)
-    quantization: str | None = None  # None | "4bit" (QLoRA: bitsandbytes NF4, needs a CUDA GPU)
-    bf16_autocast: bool = False
-    gradient_checkpointing: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check_bounds(self, "finetune.")
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> "FinetuneConfig":
-        """From a (resolved) config mapping; unknown keys (e.g. `dry_run`) are ignored."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in cfg.items() if k in known}
-        if isinstance(values.get("target_modules"), (list, tuple)):
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
-
-    @property
-    def batch_size(self) -> int:
-        """Effective batch: examples per optimizer step."""
-        return self.per_device_batch_size * self.grad_accum
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """Everything that decides the trained weights (not where files go, nor how often checkpoints are saved)."""
-        skip = {"model", "data", "output", "save_every", "keep_checkpoints", "overwrite", "progress"}
-        hp = {k: v for k, v in asdict(self).items() if k not in skip}
-        hp["target_modules"] = list(hp["target_modules"]) if not isinstance(hp["target_modules"], str) else hp["target_modules"]
-        return hp
-
-    def check(self) -> None:
-        """Fail early, in one line, on settings that cannot run."""
-        if self.quantization not in (None, "4bit"):
-            raise ValueError(f"finetune.quantization must be null or '4bit', got {self.quantization!r}")
-        if self.quantization == "4bit":
-            if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
-                raise RuntimeError("quantization=4bit (QLoRA) needs bitsandbytes and a CUDA GPU; "
-                                   "run with finetune.quantization=null here")
-        if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
-            raise ValueError(f"finetune.dtype {self.dtype!r} is not a torch dtype name (e.g. 'bfloat16', 'float32')")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,13 +16,11 @@ import torch
 from emis.crn import forced_logits, row_keys
 from emis.models import LoadedModel, residual, traced_batches
 from emis.organisms.sample import SamplingConfig, answer_ids, stop_token_ids
+from emis.settings import MODES, SCALES, WHERES
 
 log = logging.getLogger(__name__)
 Mode = Literal["subtract", "ablate"]
 Where = Literal["generated", "all"]
-MODES = ("subtract", "ablate")
-WHERES = ("generated", "all")
-SCALES = ("direction_norm", "residual_norm")
 
 # A bounded `tracer.iter[:N]` is cut short when every row ends its turn before N tokens; nnsight warns,
 # and emis reads the result in a separate invoke precisely so that nothing is lost then.

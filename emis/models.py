@@ -26,6 +26,7 @@ from transformers import (
 
 import emis
 from emis.io import content_hash
+from emis.settings import REMOTES, TOKENIZER_LOADERS
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ LAYER_PATHS: dict[str, str] = {"mistral3": "model.language_model.layers"}
 IMAGE_TEXT_MODEL_TYPES = ("mistral3",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-TOKENIZER_LOADERS = ("auto", "saved")
-REMOTES = (False, True, "local")  # here | NDIF | serialised as for NDIF, run here
 NDIF_CONNECT_TIMEOUT_S = 10.0  # a reachable NDIF answers a TCP connect in well under a second
 
 

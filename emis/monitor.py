@@ -29,12 +29,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emis import __version__
 from emis.activations import POSITIONS, ActivationSet, capture_residuals
-from emis.bounds import bounded
 from emis.directions import DirectionSet, diff_in_means
 from emis.io import ArtifactError, load_tensor_artifact, save_figure, save_tensor_artifact
 from emis.judges.spillover import spillover_rate
 from emis.models import LoadedModel, ModelSpec, layer_envoys, resolve_layers
 from emis.organisms.sample import SamplingConfig, sample_answers
+from emis.settings import MonitorConfig
 from emis.stats import auroc, bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -159,20 +159,6 @@ def wrap_module(module: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, nam
 
 
 # --------------------------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """How a monitor is calibrated (the `monitor` config group's calibration keys)."""
-
-    layer: int | str = bounded("best", integer=True, words=("best",))  # a layer number (negative: from the end of the captured layers) | best: highest AUROC on the calibration rows
-    fpr: float = bounded(0.05, gt=0, lt=1)
-    test_size: float = bounded(0.3, gt=0, lt=1)  # share of questions held out for evaluation
-    calibration: str = bounded("split", choices=("split", "train"))  # split: threshold on calibration rows split off the train rows | train: on the fit rows
-    calibration_size: float = bounded(0.3, gt=0, lt=1)  # share of the train questions used for the threshold when calibration=split
-    seed: int = bounded(0, ge=0, integer=True)
-    n_bootstrap: int = bounded(1000, ge=1, integer=True)
-    ci_level: float = bounded(0.95, gt=0, lt=1)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The config groups' schemas and their check. Each group's dataclass gives its keys' types and allowed values
 (`emis.bounds.bounded`); the YAML files hold the values, so each setting has one home. Groups whose YAML extends
 its schema (`defaults: [schema, _self_]`, registered here as `<group>/schema`) are type-checked when the config is
-composed; `config_problems` checks every group's bounds on the composed config before anything loads."""
+composed; `config_problems` checks every group's bounds on the composed config before anything loads.
+It imports light modules only (`emis.settings`, `emis.organisms.settings`, ...), so an entry point checks its
+command line before nnsight, sklearn or a transformers model class loads (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -11,24 +13,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from emis.activations import POSITIONS
 from emis.bounds import bound_problems, bounded
-from emis.directions import ControlConfig
-from emis.evaluation import EvalConfig
-from emis.finetune import FinetuneConfig
-from emis.generation import MODES, SCALES, WHERES
 from emis.judges.llm import JudgeConfig
-from emis.models import REMOTES, TOKENIZER_LOADERS
-from emis.monitor import MonitorConfig
-from emis.organisms.build import CheckpointChoice
 from emis.organisms.corpus import CorpusConfig
-from emis.organisms.families import ArchSize
-from emis.organisms.sample import SamplingConfig
-from emis.organisms.train import TrainConfig
-from emis.separability import SeparationConfig
-from emis.stats import SelectionConfig
-from emis.sweep import SCORERS
-from emis.transfer_matrix import MapConfig
+from emis.organisms.settings import ArchSize, CheckpointChoice, SamplingConfig, TrainConfig
+from emis.settings import (MODES, POSITIONS, REMOTES, SCALES, SCORERS, TOKENIZER_LOADERS, WHERES, ControlConfig, EvalConfig,
+                           FinetuneConfig, MapConfig, MonitorConfig, SelectionConfig, SeparationConfig)
 
 LAYERS = dict(integer=True, words=("all",))  # a layer spec: all | an index | a list of them (negative: from the end)
 

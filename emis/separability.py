@@ -24,19 +24,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from emis.activations import ActivationSet
-from emis.bounds import bounded
+from emis.settings import SeparationConfig
 from emis.stats import auroc, bootstrap_ci, pooled_mean
-
-
-@dataclass(frozen=True)
-class SeparationConfig:
-    """How separation is measured: the `separation` config group's schema (its YAML holds the values)."""
-
-    test_size: float = bounded(gt=0, lt=1)
-    seed: int = bounded(ge=0)
-    n_bootstrap: int = bounded(ge=1)
-    cv_folds: int = bounded(ge=2)
-    ci_level: float = bounded(gt=0, lt=1)
 
 
 @dataclass

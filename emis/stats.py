@@ -16,20 +16,12 @@ import numpy as np
 from scipy import stats
 from scipy.stats import rankdata
 
-from emis.bounds import bounded
+from emis.settings import SelectionConfig  # noqa: F401  (exported here too)
 
 SPECIFIC, NOT_SPECIFIC = "specific", "not specific"
 ALPHA = 0.05  # the level of every tier
 MIN_GATING_MEMBERS = 19  # with 19 nulls, p = 1/20 = 0.05 is reachable
 _EPS = 1e-12  # float slack in p <= alpha (3 * 1/60 is 0.05 in exact arithmetic)
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """The selection / report split of the evaluation questions: the `selection` config group's schema."""
-
-    share: float = bounded(gt=0, lt=1)
-    seed: int = bounded(ge=0)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from emis.judges.llm import JudgeError, LLMJudge
 from emis.judges.spillover import contains_code
 from emis.models import LoadedModel
 from emis.organisms.sample import SamplingConfig
+from emis.settings import SCORERS  # noqa: F401  (exported here too)
 from emis.stats import cluster_bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,6 @@ def best_point(alphas: list[float], spill: dict[int, list[float]], admissible: d
     zero = alphas.index(0.0)
     allowed = [(layer, i) for layer, ok in admissible.items() for i in range(len(alphas)) if ok[i] or i == zero]
     return min(allowed, key=lambda p: (spill[p[0]][p[1]], abs(alphas[p[1]]), p[0]))
-
-
-SCORERS = ("aligned", "base", "misaligned")
 
 
 def checked_scorer(role: str, scorer: LoadedModel | None, model: LoadedModel) -> LoadedModel:

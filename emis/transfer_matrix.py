@@ -24,7 +24,6 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 
 from emis.activations import ActivationSet
-from emis.bounds import bounded
 from emis.configured import coherence_rule, control_config
 from emis.directions import ControlFamilySet, WriteMatch, as_family, diff_in_means, random_directions
 from emis.evaluation import EvalSet, SteeringTarget, score_method_counts
@@ -32,6 +31,7 @@ from emis.generation import Steering
 from emis.judges.llm import LLMJudge
 from emis.models import LoadedModel, resolve_layers
 from emis.organisms.sample import SamplingConfig
+from emis.settings import MAP_KINDS, MapConfig
 from emis.stats import ControlFamily, QuestionSplit, decide, effect_points, reduction_ci, split_questions
 from emis.sweep import CoherenceRule, SweepOutcome, best_point, run_sweep
 from emis.write_matching import matched_controls, measure_controls
@@ -39,17 +39,6 @@ from emis.write_matching import matched_controls, measure_controls
 log = logging.getLogger(__name__)
 
 
-MAP_KINDS = ("ridge_cv", "ridge")
-
-
-@dataclass(frozen=True)
-class MapConfig:
-    """How the donor -> receiver map is fitted (owned by `conf/transfer/`)."""
-
-    kind: str = bounded(choices=MAP_KINDS)  # ridge_cv: RidgeCV over `alphas` | ridge: Ridge at alphas[0]
-    alphas: tuple[float, ...] = bounded(gt=0)
-    test_size: float = bounded(gt=0, lt=1)
-    seed: int = bounded(ge=0, integer=True)
 
 
 @dataclass

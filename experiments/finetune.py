@@ -2,12 +2,13 @@
 
 from omegaconf import DictConfig
 
-from emis.stages.finetune import run_finetune
 from emis.stages.job import entry_point, run_job
 
 
 @entry_point("finetune")
 def main(cfg: DictConfig) -> None:
+    from emis.stages.finetune import run_finetune  # after the config check: the stage loads heavy libraries
+
     run_job(cfg, run_finetune)
 
 

@@ -5,10 +5,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from emis.stages.job import entry_point, run_job
-from emis.stages.monitor import jsonl_sink, run_monitor
 
 
 def stage(cfg: DictConfig, out: Path) -> dict:
+    from emis.stages.monitor import jsonl_sink, run_monitor  # after the config check: the stage loads heavy libraries
+
     # Every curve point also goes to `log_fn(metrics, step)`: here a JSONL file; e.g. `lambda d, s: wandb.log(d, step=s)`.
     return run_monitor(cfg, out, log_fn=jsonl_sink(out / "monitor_log.jsonl"))
 

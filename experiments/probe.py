@@ -3,11 +3,12 @@
 from omegaconf import DictConfig
 
 from emis.stages.job import entry_point, run_job
-from emis.stages.probe import run_probe
 
 
 @entry_point("probe")
 def main(cfg: DictConfig) -> None:
+    from emis.stages.probe import run_probe  # after the config check: the stage loads heavy libraries
+
     run_job(cfg, run_probe)
 
 

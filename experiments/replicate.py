@@ -3,11 +3,12 @@
 from omegaconf import DictConfig
 
 from emis.stages.job import entry_point, run_job
-from emis.stages.replicate import run_replicate
 
 
 @entry_point("replicate")
 def main(cfg: DictConfig) -> None:
+    from emis.stages.replicate import run_replicate  # after the config check: the stage loads heavy libraries
+
     run_job(cfg, run_replicate)
 
 

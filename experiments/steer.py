@@ -3,11 +3,12 @@
 from omegaconf import DictConfig
 
 from emis.stages.job import entry_point, run_job
-from emis.stages.steer import run_steer
 
 
 @entry_point("steer")
 def main(cfg: DictConfig) -> None:
+    from emis.stages.steer import run_steer  # after the config check: the stage loads heavy libraries
+
     run_job(cfg, run_steer)
 
 

@@ -3,11 +3,12 @@
 from omegaconf import DictConfig
 
 from emis.stages.job import entry_point, run_job
-from emis.stages.transfer import run_transfer
 
 
 @entry_point("transfer")
 def main(cfg: DictConfig) -> None:
+    from emis.stages.transfer import run_transfer  # after the config check: the stage loads heavy libraries
+
     run_job(cfg, run_transfer)
 
 
