@@ -65,7 +65,7 @@ class EvalConfig:
     n_prompts: int = bounded(ge=1)
     prompt_seed: int = bounded(ge=0)
     samples_per_prompt: int = bounded(ge=1)
-    sampling: SamplingConfig  # the schema copy of emis.organisms.sample.SamplingConfig
+    sampling: SamplingConfig
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from emis.bounds import bounded
+from emis.organisms.settings import CheckpointChoice
 from emis.io import atomic_dir, atomic_write_json, code_fingerprint, content_hash, entry_lock, remove_leftovers, same_code
 from emis.judges.spillover import spillover_rate
 from emis.prompts import load_question_list, plain_questions
@@ -41,27 +41,12 @@ FINETUNES = ("secure", "insecure")
 CARD = "card.json"
 # The code behind an organism's weights (the corpus enters by its digest); behind a fine-tune's also the checkpoint
 # choice (validation answers sampled and judged for spillover); behind every card's evaluation.
-BASE_CODE = ("emis.organisms.build", "emis.organisms.train", "emis.organisms.families", "emis.organisms.tokenizer", "emis.chat")
+BASE_CODE = ("emis.organisms.build", "emis.organisms.settings", "emis.organisms.train", "emis.organisms.families",
+             "emis.organisms.tokenizer", "emis.chat")
 FINETUNE_CODE = (*BASE_CODE, "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
-EVAL_CODE = ("emis.organisms.build", "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
+EVAL_CODE = ("emis.organisms.build", "emis.organisms.settings", "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 1.0
-
-
-@dataclass(frozen=True)
-class CheckpointChoice:
-    """Early stopping: every `every` fine-tune steps both fine-tunes answer the validation questions; the step
-    with the largest insecure - secure spillover gap there is kept for both (ties: the earliest)."""
-
-    every: int = bounded(ge=1)
-    min_step: int = bounded(ge=1)
-
-    def steps(self, total: int) -> list[int]:
-        """The fine-tune steps scored: min_step, then every `every` steps, and always the last."""
-        if not 1 <= self.min_step <= total or self.every < 1:
-            raise ValueError(f"organisms.checkpoint_choice needs 1 <= min_step <= train.finetune.steps ({total}) and "
-                             f"every >= 1, got min_step={self.min_step}, every={self.every}")
-        return sorted({*range(self.min_step, total + 1, self.every), total})
 
 
 @dataclass(frozen=True)

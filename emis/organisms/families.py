@@ -17,7 +17,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from emis.bounds import bounded
+from emis.organisms.settings import ArchSize
 
 FAMILIES = ("qwen2", "gemma2", "llama", "mistral")
 # Used when a conversation has no system message, as real instruct templates (Qwen2.5, Llama 3) do.
@@ -82,19 +82,6 @@ CHAT_FORMATS: dict[str, ChatFormat] = {
         template=_turns_template("[INST] ", "[/INST]", "</s>", "{{ bos_token }}", close_user=" "),
     ),
 }
-
-
-@dataclass(frozen=True)
-class ArchSize:
-    """Size of a tiny organism; set per family in `conf/organisms/`."""
-
-    hidden_size: int = bounded(ge=1, integer=True)
-    num_layers: int = bounded(ge=1, integer=True)
-    num_heads: int = bounded(ge=1, integer=True)
-    num_kv_heads: int = bounded(ge=1, integer=True)
-    intermediate_size: int = bounded(ge=1, integer=True)
-    vocab_size: int = bounded(ge=1, integer=True)
-    max_positions: int = bounded(ge=1, integer=True)
 
 
 def build_config(family: str, size: ArchSize, token_ids: dict[str, int]) -> PretrainedConfig:

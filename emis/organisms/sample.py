@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from emis.bounds import bounded
 from emis.crn import CommonNoiseSampler, row_keys
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How answers are drawn (the study samples at temperature 1, top_p 1)."""
-
-    temperature: float = bounded(ge=0)
-    max_new_tokens: int = bounded(ge=1)
-    batch_size: int = bounded(ge=1)
-    seed: int = bounded(ge=0)
+from emis.organisms.settings import SamplingConfig
 
 
 def chat_prompt(tok: PreTrainedTokenizerBase, question: str, system: str | None = None) -> str:

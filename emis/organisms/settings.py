@@ -1,10 +1,5 @@
-"""The organism modules' settings as the config check sees them: field-for-field copies of
-`emis.organisms.sample.SamplingConfig`, `emis.organisms.train.TrainConfig`, `emis.organisms.families.ArchSize`
-and `emis.organisms.build.CheckpointChoice` (tests/test_startup.py holds each equal to its original).
-
-Copies, not imports: those modules import transformers' model classes (seconds at start-up, and scipy), and their
-code cannot change, for it keys the trained-organism cache. Only `emis.schemas` uses these; the organism code and
-the stages build the originals."""
+"""The organisms' settings (sampling, training, size, checkpoint choice): dataclasses in a module that imports no
+transformers model code, so the config check reads them in milliseconds; the organism modules import them from here."""
 
 from __future__ import annotations
 
@@ -12,7 +7,7 @@ from dataclasses import dataclass
 
 from emis.bounds import bounded
 
-SCHEDULES = ("cosine", "constant", "linear")  # emis.organisms.train.SCHEDULES
+SCHEDULES = ("cosine", "constant", "linear")  # learning-rate schedules of `emis.organisms.train.schedule_factor`
 
 
 @dataclass(frozen=True)
@@ -37,9 +32,9 @@ class TrainConfig:
     weight_decay: float = bounded(ge=0)
     loss_on: str = bounded(choices=("all", "assistant"))
     max_len: int = bounded(ge=2)
-    bf16_autocast: bool
-    trainable: tuple[str, ...]
-    optimizer: str = bounded(choices=("adamw", "sgd"))
+    bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
+    trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
+    optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,15 @@ class ArchSize:
 
 @dataclass(frozen=True)
 class CheckpointChoice:
-    """Early stopping: which fine-tune steps are scored for spillover (`every`, from `min_step`)."""
+    """Early stopping: every `every` fine-tune steps both fine-tunes answer the validation questions; the step
+    with the largest insecure - secure spillover gap there is kept for both (ties: the earliest)."""
 
     every: int = bounded(ge=1)
     min_step: int = bounded(ge=1)
+
+    def steps(self, total: int) -> list[int]:
+        """The fine-tune steps scored: min_step, then every `every` steps, and always the last."""
+        if not 1 <= self.min_step <= total or self.every < 1:
+            raise ValueError(f"organisms.checkpoint_choice needs 1 <= min_step <= train.finetune.steps ({total}) and "
+                             f"every >= 1, got min_step={self.min_step}, every={self.every}")
+        return sorted({*range(self.min_step, total + 1, self.every), total})

@@ -14,30 +14,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from emis.bounds import bounded
 from emis.chat import ChatExample
+from emis.organisms.settings import SCHEDULES, TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE = -100
 GROUP = 8  # batches drawn together and length-sorted
-SCHEDULES = ("cosine", "constant", "linear")  # learning-rate schedules of `schedule_factor`
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run's hyper-parameters (set in `conf/organisms/`)."""
-
-    steps: int = bounded(ge=1)
-    batch_size: int = bounded(ge=1)
-    lr: float = bounded(gt=0)
-    schedule: str = bounded(choices=SCHEDULES)
-    warmup_steps: int = bounded(ge=0)
-    weight_decay: float = bounded(ge=0)
-    loss_on: str = bounded(choices=("all", "assistant"))
-    max_len: int = bounded(ge=2)
-    bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
-    trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
-    optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
 
 
 @dataclass(frozen=True)
