@@ -84,7 +84,7 @@ TOKENIZER_TEXTS = [
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A random-weight Qwen2 model to build: architecture, dtype, init scale, tokenizer size, config extras."""
+    """A random-weight model to build: family, architecture, dtype, init scale, tokenizer size, config extras."""
 
     name: str
     size: ArchSize
@@ -94,6 +94,7 @@ class ModelShape:
     rope_theta: float = 10000.0
     extra: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "auto"  # ModelSpec.tokenizer: "saved" loads exactly the trained tokenizer.json, as the organisms do
+    family: str = "qwen2"  # emis.organisms.families: architecture and chat format
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,11 @@ PLANS: dict[tuple[str, bool], Plan] = {  # (model, quick) -> plan
 
 
 def build_model(shape: ModelShape, folder: Path, seed: int = 0) -> Path:
-    """Save a random-weight Qwen2 model of `shape` with a trained qwen2-format chat tokenizer to `folder`."""
-    fmt = CHAT_FORMATS["qwen2"]
+    """Save a random-weight model of `shape` with a trained chat tokenizer of its family's format to `folder`."""
+    fmt = CHAT_FORMATS[shape.family]
     tok = train_tokenizer(TOKENIZER_TEXTS, min(shape.tokenizer_vocab, shape.size.vocab_size), fmt)
     ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("bos", fmt.bos), ("eos", fmt.eos), ("pad", fmt.pad)) if t}
-    config = build_config("qwen2", shape.size, ids)
+    config = build_config(shape.family, shape.size, ids)
     config.initializer_range = shape.init_range
     config.rope_parameters = {"rope_type": "default", "rope_theta": shape.rope_theta}
     for key, value in shape.extra.items():
@@ -245,17 +246,24 @@ def fresh_hf_model(model: LoadedModel) -> Any:
     return AutoModelForCausalLM.from_pretrained(model.spec.name, dtype=getattr(torch, model.spec.dtype)).eval()
 
 
-def hook_capture(model: LoadedModel, prompts: list[str], hf: Any = None) -> torch.Tensor:
-    """[B, L, d] float32 residual after every decoder layer at the last prompt token, via register_forward_hook.
-
-    Left-padded rows get position ids counted from their first real token, as nnsight supplies them for
-    emis (and as `generate` does); without them the result differs only by rounding (RoPE is shift-invariant).
-    `hf`: the transformers model to run (default: the one under the nnsight wrapper)."""
-    hf = hf if hf is not None else hf_model(model)
+def forward_inputs(model: LoadedModel, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """`encode`'s ids with, for left-padded rows, position ids counted from their first real token, as nnsight
+    supplies them for emis (and as `generate` does); without them a forward differs only by rounding (RoPE is
+    shift-invariant)."""
     inputs = encode(model, prompts)
     mask = inputs["attention_mask"]
     if not bool(mask.all()):
         inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    return inputs
+
+
+def hook_capture(model: LoadedModel, prompts: list[str], hf: Any = None) -> torch.Tensor:
+    """[B, L, d] float32 residual after every decoder layer at the last prompt token, via register_forward_hook.
+
+    Inputs as `forward_inputs` gives them; `hf`: the transformers model to run (default: the one under the
+    nnsight wrapper)."""
+    hf = hf if hf is not None else hf_model(model)
+    inputs = forward_inputs(model, prompts)
     outs: list[torch.Tensor | None] = [None] * model.n_layers
 
     def hook_for(i: int) -> Callable:

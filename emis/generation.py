@@ -116,34 +116,38 @@ class SteeredBatch:
 def _steer_rows(model: LoadedModel, batch: SteeredBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """One nnsight generate over a batch: every generated step, each steered layer's residual is moved, then the
     step's logits are replaced by the common-random-numbers choice (greedy decoding then samples). Returns the
-    token ids and the [B, max_new_tokens] norm of each step's write at the position producing the token."""
+    token ids and the [B, max_new_tokens] norm of each step's write at the position producing the token (meaningful for
+    the steps that ran: the caller reads no others)."""
     rows, per_layer, coef, mode, where, cfg = batch.rows, batch.per_layer, batch.coef, batch.mode, batch.where, batch.cfg
     n = cfg.max_new_tokens
     span = slice(None) if where == "all" else slice(-1, None)
     tok = model.tokenizer
+    a = coef[:, None, None]
+    # Per layer, [B, 1, d]: subtract's write a*v, the same on every step (so is its norm), or ablate's unit vector u.
+    moves = {layer: a * vecs[:, None, :] if mode == "subtract"
+             else vecs[:, None, :] / vecs[:, None, :].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+             for layer, vecs in per_layer.items()}
     with model.lm.generate(max_new_tokens=n, eos_token_id=stop_token_ids(model.lm, tok), pad_token_id=tok.pad_token_id,
                            do_sample=False) as tracer:
         with tracer.invoke(rows):
             written = torch.zeros(coef.shape[0], n).save()
             for step in tracer.iter[:n]:
-                for layer, vecs in per_layer.items():
+                for layer, move in moves.items():
                     h = residual(model.layers[layer].output)
-                    v = vecs.to(h.device)[:, None, :]
-                    a = coef.to(h.device)[:, None, None]
-                    if mode == "subtract":
-                        write = a * v
-                    else:
-                        u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                        write = a * (h[:, span].float() * u).sum(-1, keepdim=True) * u
+                    write = move.to(h.device)
+                    if mode == "ablate":
+                        write = a.to(h.device) * (h[:, span].float() * write).sum(-1, keepdim=True) * write
+                        written[:, step] += write[:, -1].norm(dim=-1).cpu()
                     # in float32 whatever the model's dtype, rounded once back to it: in bf16, alpha = 1 ablation then
                     # leaves only the rounding of the result along u (at most 2^-8 of its norm)
                     h[:, span] = (h[:, span].float() - write).to(h.dtype)
-                    written[:, step] += write[:, -1].norm(dim=-1).cpu()
                 if cfg.temperature > 0:
                     logits = model.lm.output.logits
                     logits[:, -1] = forced_logits(logits[:, -1], batch.keys, step, cfg.temperature)
         with tracer.invoke():
             out = tracer.result.detach().cpu().save()
+    if mode == "subtract":
+        written = written + sum(move[:, 0].norm(dim=-1) for move in moves.values())[:, None]
     return out, written
 
 

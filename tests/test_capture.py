@@ -74,19 +74,24 @@ def test_padded_batch_equals_each_prompt_alone_through_hooks(micro, family):
     capture_deviation_from_hooks(model, path)
 
 
-def test_one_forward_per_batch_whatever_the_layers(micro):
+def test_one_forward_per_batch_whatever_the_layers_stopped_before_the_lm_head(micro):
     model, _ = micro["qwen2"]
-    calls = {"model": 0, "layer0": 0}
-    handles = [
-        model.lm._module.register_forward_hook(lambda *a: calls.__setitem__("model", calls["model"] + 1)),
-        model.lm._module.model.layers[0].register_forward_hook(lambda *a: calls.__setitem__("layer0", calls["layer0"] + 1)),
-    ]
+    hf = model.lm._module
+    calls = {"model": 0, "layer0": 0, "lm_head": 0}
+
+    def count(name):
+        return lambda *a: calls.__setitem__(name, calls[name] + 1)
+
+    # pre-hooks: a stopped module never returns, so its forward hooks do not run
+    handles = [hf.register_forward_pre_hook(count("model")), hf.model.layers[0].register_forward_pre_hook(count("layer0")),
+               hf.lm_head.register_forward_pre_hook(count("lm_head"))]
     try:
         capture_residuals(model, prompts_for(model) + prompts_for(model)[:1], "all", "last_prompt", batch_size=2, progress=False)
+        capture_residuals(model, prompts_for(model), [0], "last_prompt", batch_size=4, progress=False)
     finally:
         for h in handles:
             h.remove()
-    assert calls == {"model": 3, "layer0": 3}
+    assert calls == {"model": 4, "layer0": 4, "lm_head": 0}  # the trace stops once the last requested layer is read
 
 
 def test_layer_selection_and_batching_agree_with_all_layers(micro):
