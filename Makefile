@@ -31,8 +31,9 @@ run: $(STAMP)
 organisms: $(STAMP)
 	$(PY) experiments/build_organisms.py
 
+# One pytest worker per core (pytest-xdist), a test file per worker at a time so module fixtures are built once.
 test: $(STAMP) $(PEERS)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # emis against raw PyTorch baselines (several minutes on CPU); BENCH_ARGS="--quick" for a smoke run.
 .PHONY: bench

@@ -5,11 +5,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
+# Under pytest-xdist (`make test`: a worker per core) each worker, and every entry point it starts, uses one torch
+# thread, so the workers do not fight over the cores (set before torch is imported).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
-from emis.organisms.build import build_all
-from emis.organisms.families import FAMILIES
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from emis.organisms.build import build_all  # noqa: E402
+from emis.organisms.families import FAMILIES  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_EM = ROOT.parent / "shared" / "data" / "em"
