@@ -15,7 +15,6 @@ Both peers steer every position (their defaults; repeng skips left padding), so 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
@@ -38,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/peers.py` puts benchmarks/, not the checkout, on the path
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import (QUESTIONS, ModelShape, cut, encode, forward_inputs, fresh_hf_model,  # noqa: E402
+from benchmarks.run import (QUESTIONS, ModelShape, bench_parser, cut, encode, forward_inputs, fresh_hf_model,  # noqa: E402
                             hook_capture, machine_info, plain_generate, prepare_model, prompts_for, steering_vector,
-                            steps_taken, stop_ids, timed)
+                            start_logging, steps_taken, stop_ids, timed)
 from emis.activations import capture_residuals  # noqa: E402
 from emis.generation import Steering, generate_steered  # noqa: E402
 from emis.io import atomic_write_json  # noqa: E402
@@ -501,20 +500,10 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and tokens (a smoke run)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)}")
+    parser = bench_parser(__doc__, MODELS, BENCHMARKS, OUT)
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of: {', '.join(PEERS)}")
-    parser.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
-    parser.add_argument("--reps", type=int, help="override the repetitions of every plan")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as benchmarks/run.py)")
-    parser.add_argument("--cache", type=Path, help="build the models here once and reuse them (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=OUT, help="results JSON (default: benchmarks/peers.json)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every repetition")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start_logging(args.verbose)
     lists = {k: [x.strip() for x in getattr(args, k).split(",") if x.strip()] for k in ("models", "peers", "benchmarks")}
     known = {"models": MODELS, "peers": PEERS, "benchmarks": BENCHMARKS}
     unknown = [x for k, xs in lists.items() for x in xs if x not in known[k]]

@@ -627,28 +627,39 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_parser(doc: str, models: dict, benchmarks: dict, out: Path) -> argparse.ArgumentParser:
+    """The command-line options every benchmark script shares (models, benchmarks, repetitions, threads, cache, out)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and tokens (a smoke run)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)}")
-    parser.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--models", default=",".join(models), help=f"comma-separated, of: {', '.join(models)}")
+    parser.add_argument("--benchmarks", default=",".join(benchmarks), help=f"comma-separated, of: {', '.join(benchmarks)}")
     parser.add_argument("--reps", type=int, help="override the repetitions of every plan")
-    parser.add_argument("--warmup", type=int, help="override the warm-up runs of every plan")
-    parser.add_argument("--sweep-tokens", type=int, help="override the new tokens of sweep_batched_vs_separate")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine, a stolen core stalls every multi-threaded op)")
     parser.add_argument("--cache", type=Path, help="build the models here once and reuse them (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (default: benchmarks/results.json)")
+    parser.add_argument("--out", type=Path, default=out, help=f"results JSON (default: {out.relative_to(ROOT)})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every repetition")
+    return parser
+
+
+def start_logging(verbose: bool) -> None:
+    """INFO (DEBUG with -v) to stderr, HTTP and lock chatter muted."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__, MODELS, BENCHMARKS, RESULTS)
+    parser.add_argument("--warmup", type=int, help="override the warm-up runs of every plan")
+    parser.add_argument("--sweep-tokens", type=int, help="override the new tokens of sweep_batched_vs_separate")
     parser.add_argument("--e2e", action="store_true",
                         help="only the end-to-end timings: a cold one-family organism build and a warm make run (most of an hour)")
     parser.add_argument("--e2e-family", default="llama", help="the organism family of the cold build (default llama)")
     parser.add_argument("--e2e-organisms", type=Path, help="the organism cache of the warm run (default: make run's)")
     parser.add_argument("--e2e-outputs", type=Path, help="the output folder of the warm run (default: make run's)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start_logging(args.verbose)
 
     if args.e2e:
         measured = run_end_to_end(args.e2e_family, args.e2e_organisms, args.e2e_outputs, args.out)
