@@ -73,7 +73,7 @@ def test_scores_equal_hook_projection_on_a_padded_batch(micro_dirs, family, laye
     ranked = np.sort(by_hand)
     monitor = Monitor(layer=layer, direction=direction, threshold=float(ranked[1] + ranked[2]) / 2)  # between rows
     calls = []
-    handle = model.lm._module.register_forward_hook(lambda *a: calls.append(1))
+    handle = model.lm._module.register_forward_pre_hook(lambda *a: calls.append(1))  # forward starts: the trace stops early
     try:
         result = monitor.score(model, prompts, batch_size=len(prompts))  # one padded batch
     finally:
