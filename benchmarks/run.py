@@ -521,13 +521,13 @@ BENCHMARKS: dict[str, Callable[[LoadedModel, Plan], dict[str, Any]]] = {
 
 def recorded_end_to_end(path: Path = E2E) -> dict[str, Any]:
     """The end-to-end timings `--e2e` last wrote to `path` (they take most of an hour, so other runs only read them)."""
+    shown = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     if not path.is_file():
-        return {"status": "missing", "path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                "note": "no end-to-end timings yet: run benchmarks/run.py --e2e"}
+        return {"status": "missing", "path": shown, "note": "no end-to-end timings yet: run benchmarks/run.py --e2e"}
     try:
-        return {"status": "read", "path": str(path), "timings": json.loads(path.read_text(encoding="utf-8"))}
+        return {"status": "read", "path": shown, "timings": json.loads(path.read_text(encoding="utf-8"))}
     except json.JSONDecodeError as err:
-        return {"status": "unreadable", "path": str(path), "error": str(err)}
+        return {"status": "unreadable", "path": shown, "error": str(err)}
 
 
 def run_end_to_end(family: str, organisms: Path | None, outputs: Path | None, results: Path, e2e: Path = E2E) -> dict[str, Any]:
