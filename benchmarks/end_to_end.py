@@ -54,9 +54,22 @@ def timed_entry(name: str, overrides: list[str], log_path: Path) -> Timed:
     return Timed(command, seconds, done.returncode, lines[-1] if lines else "")
 
 
-def built_cards(organisms: Path, seed: int = 0) -> int:
+def warm_organisms(overrides: list[str]) -> tuple[Path, int]:
+    """The organism folder and seed the warm run reads: `paths.organisms` and `organisms.seed` of the replicate
+    config under `overrides` (so the default, `$EMIS_ORGANISMS` or the home cache, keeps its one home in conf/)."""
+    from hydra import compose, initialize_config_dir
+
+    from emis.schemas import register_schemas
+
+    register_schemas()  # the config groups' `<group>/schema` entries
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("replicate", overrides=overrides)
+    return Path(cfg.paths.organisms).expanduser(), int(cfg.organisms.seed)
+
+
+def built_cards(organisms: Path, seed: int) -> int:
     """How many organism variants (card.json files) seed `seed` already holds under `organisms`."""
-    return len(list((organisms.expanduser() / f"seed{seed}").glob("*/*/card.json")))
+    return len(list((organisms / f"seed{seed}").glob("*/*/card.json")))
 
 
 def end_to_end(family: str = FAMILY, organisms: Path | None = None, outputs: Path | None = None,
@@ -65,18 +78,19 @@ def end_to_end(family: str = FAMILY, organisms: Path | None = None, outputs: Pat
     """`cold_build_one_family`: `build_organisms.py organisms.build=[family] *build_overrides` into an empty organism
     folder; `warm_make_run`: `replicate.py *run_overrides` over `organisms` / `outputs` (default: where `make run`
     reads them). Tests pass a micro configuration. Raises RuntimeError naming the log when either run fails."""
-    warm_paths = ([f"paths.organisms={organisms}"] if organisms else []) + ([f"paths.outputs={outputs}"] if outputs else [])
-    cache = organisms or Path(os.environ.get("EMIS_ORGANISMS", "~/.cache/emis/organisms"))
+    warm_args = ([f"paths.organisms={organisms}"] if organisms else []) + ([f"paths.outputs={outputs}"] if outputs else [])
+    warm_args += run_overrides
+    cache, seed = warm_organisms(warm_args)
     logs = logs or LOGS
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="emis-e2e-") as scratch:
         cold = timed_entry("build_organisms", [f"paths.organisms={scratch}/organisms", f"paths.outputs={scratch}/outputs",
                                                f"organisms.build=[{family}]", *build_overrides], logs / "cold_build.log")
         _check(cold, logs / "cold_build.log")
-        cards_before = built_cards(cache)
+        cards_before = built_cards(cache, seed)
         if not cards_before:
             log.warning("e2e: no organisms under %s yet, so the 'warm' run builds them: run `make run` once first", cache)
-        warm = timed_entry("replicate", [*warm_paths, *run_overrides], logs / "warm_run.log")
+        warm = timed_entry("replicate", warm_args, logs / "warm_run.log")
         _check(warm, logs / "warm_run.log")
     return {"status": "measured", "family": family,
             "cold_build_one_family": cold.as_dict(),
