@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from emis.bounds import bounded, check_bounds
-from emis.organisms.settings import SamplingConfig
+from emis.organisms.settings import SCHEDULES, SamplingConfig  # SCHEDULES: emis.finetune's too (organisms.train.schedule_factor)
 
 POSITIONS = ("last_prompt", "response_mean")  # emis.activations: where a capture reads the residual
 MODES = ("subtract", "ablate")  # emis.generation: what steering does to the residual
@@ -24,7 +24,6 @@ SCORERS = ("aligned", "base", "misaligned")  # emis.sweep: the role whose model 
 MAP_KINDS = ("ridge_cv", "ridge")  # emis.transfer_matrix
 # emis.finetune: the original recipe's explicit list: every linear projection of attention and MLP.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-SCHEDULES = ("linear", "cosine", "constant")  # emis.finetune's learning-rate schedules
 
 
 @dataclass(frozen=True)
