@@ -662,7 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     start_logging(args.verbose)
 
     if args.e2e:
-        measured = run_end_to_end(args.e2e_family, args.e2e_organisms, args.e2e_outputs, args.out)
+        try:
+            measured = run_end_to_end(args.e2e_family, args.e2e_organisms, args.e2e_outputs, args.out)
+        except RuntimeError as err:  # a failed run: one line naming its log, nothing written
+            log.error("%s", err)
+            return 1
         log.info("end to end: cold %s build %.0f s, warm make run %.0f s; wrote %s", args.e2e_family,
                  measured["cold_build_one_family"]["seconds"], measured["warm_make_run"]["seconds"], E2E)
         return 0

@@ -115,3 +115,11 @@ def test_recorded_end_to_end_reads_the_file_when_present(tmp_path):
     assert bench.recorded_end_to_end(path) == {"status": "read", "path": str(path), "timings": {"pipeline_s": 12.5}}
     path.write_text("{not json")
     assert bench.recorded_end_to_end(path)["status"] == "unreadable"
+
+
+def test_a_failed_end_to_end_run_names_its_log_and_writes_nothing(tmp_path):
+    e2e, results = tmp_path / "e2e.json", tmp_path / "results.json"
+    with pytest.raises(RuntimeError, match=r"end-to-end run failed \(exit 2\).*organisms.build=\[nope\].*unknown organism "
+                                           r"families.*cold_build.log"):
+        bench.run_end_to_end("nope", tmp_path / "organisms", tmp_path / "outputs", results, e2e=e2e)
+    assert not e2e.exists() and not results.exists()
