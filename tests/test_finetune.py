@@ -259,7 +259,7 @@ def _reference_train(model, data, cfg, pad_id, seed):
 def test_organism_training_is_unchanged_by_the_shared_loop(micro, data, bf16):
     tok = AutoTokenizer.from_pretrained(micro)
     cfg = TrainConfig(steps=4, batch_size=3, lr=3e-3, schedule="cosine", warmup_steps=1, weight_decay=0.01,
-                      loss_on="assistant", max_len=300, bf16_autocast=bf16, trainable=(), optimizer="adamw")
+                      loss_on="assistant", max_len=300, bf16_autocast=bf16, trainable=(), optimizer="adamw", momentum=0.0)
     encoded = [encode(tok, ex, cfg.max_len, cfg.loss_on) for ex in read_chat_jsonl(data)[:40]]
     encoded = [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
     a, b = AutoModelForCausalLM.from_pretrained(micro), AutoModelForCausalLM.from_pretrained(micro)

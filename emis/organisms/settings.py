@@ -35,6 +35,7 @@ class TrainConfig:
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
     trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
     optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
+    momentum: float = bounded(ge=0, lt=1)  # SGD's heavy-ball momentum (0: plain SGD); adamw takes none
 
 
 @dataclass(frozen=True)
