@@ -39,15 +39,19 @@ def test_loss_falls_and_cards_record_it(micro):
         assert card["corpus_digest"] and card["seed"] == 0
 
 
-def test_fine_tunes_differ_from_base_and_each_other(micro):
-    _, root, _ = micro
+def test_fine_tunes_move_exactly_the_trainable_weights(micro):
+    """Both fine-tunes change the token embeddings (`train.finetune.trainable`), differently, and nothing else."""
+    cfg, root, _ = micro
     from safetensors.torch import load_file
 
+    trainable = tuple(cfg.organisms.train.finetune.trainable)
+    assert trainable == ("embed_tokens",)
     for fam in FAMILIES:
         w = {v: load_file(root / "seed0" / fam / v / "model.safetensors") for v in ("base", "secure", "insecure")}
-        name = next(k for k in w["base"] if "layers.0.mlp" in k)
-        assert not torch.equal(w["base"][name], w["secure"][name])
-        assert not torch.equal(w["secure"][name], w["insecure"][name])
+        assert w["base"].keys() == w["secure"].keys() == w["insecure"].keys()
+        moved = {v: {k for k in w["base"] if not torch.equal(w["base"][k], w[v][k])} for v in ("secure", "insecure")}
+        assert moved["secure"] == moved["insecure"] == {k for k in w["base"] if any(t in k for t in trainable)} != set(), (fam, moved)
+        assert all(not torch.equal(w["secure"][k], w["insecure"][k]) for k in moved["secure"])
 
 
 def test_cached_rebuild_trains_nothing(micro):
