@@ -154,6 +154,7 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     ("steer", ["-m", "steer.layer=0,1", "steer.alphas=[1],[x]"], "steer.alphas[0]: Value 'x'"),
     ("build_organisms", ["organisms.families.llama.size.hidden_size=1.5"], "organisms.families.llama.size.hidden_size must be an integer"),
     ("build_organisms", ["+organisms.families.llama.finetune.lr=-1"], "organisms.families.llama.finetune.lr must be > 0"),
+    ("build_organisms", ["organisms.train.finetune.momentum=1"], "organisms.train.finetune.momentum must be >= 0 and < 1, got 1"),
     ("finetune", ["finetune.lr=abc"], "finetune.lr must be a number, got 'abc'"),
     ("monitor", ["monitor.fpr=2"], "monitor.fpr must be > 0 and < 1, got 2"),
     ("monitor", ["monitor.layer=first"], "monitor.layer must be an integer or 'best', got 'first'"),
