@@ -37,6 +37,11 @@ class TrainConfig:
     optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
     momentum: float = bounded(ge=0, lt=1)  # SGD's heavy-ball momentum (0: plain SGD); adamw takes none
 
+    def __post_init__(self) -> None:
+        """Refuse momentum with adamw when the config is read, not after a base has trained."""
+        if self.optimizer == "adamw" and self.momentum:
+            raise ValueError(f"momentum={self.momentum} is an SGD setting; adamw takes momentum: 0")
+
 
 @dataclass(frozen=True)
 class ArchSize:

@@ -90,8 +90,6 @@ def trainable_parameters(model: PreTrainedModel, patterns: Sequence[str]) -> lis
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer `cfg.optimizer` names, at `cfg.lr` and `cfg.weight_decay` (SGD with `cfg.momentum`)."""
     if cfg.optimizer == "adamw":
-        if cfg.momentum:
-            raise ValueError(f"momentum={cfg.momentum} is an SGD setting; adamw takes momentum: 0")
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
