@@ -155,6 +155,8 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     ("build_organisms", ["organisms.families.llama.size.hidden_size=1.5"], "organisms.families.llama.size.hidden_size must be an integer"),
     ("build_organisms", ["+organisms.families.llama.finetune.lr=-1"], "organisms.families.llama.finetune.lr must be > 0"),
     ("build_organisms", ["organisms.train.finetune.momentum=1"], "organisms.train.finetune.momentum must be >= 0 and < 1, got 1"),
+    ("build_organisms", ["organisms.train.finetune.embedding_rows=some"],
+     "organisms.train.finetune.embedding_rows must be one of all, chat_template, got 'some'"),
     ("finetune", ["finetune.lr=abc"], "finetune.lr must be a number, got 'abc'"),
     ("monitor", ["monitor.fpr=2"], "monitor.fpr must be > 0 and < 1, got 2"),
     ("monitor", ["monitor.layer=first"], "monitor.layer must be an integer or 'best', got 'first'"),

@@ -141,6 +141,18 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "transformers": transformers.__version__, "platform": platform.platform()}
 
 
+def chat_template_rows(tok: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of the chat template itself: rendered around an empty user turn with the default system prompt,
+    up to the assistant's generation prompt."""
+    rendered = tok.apply_chat_template([{"role": "user", "content": ""}], tokenize=False, add_generation_prompt=True)
+    return sorted(set(tok(rendered, add_special_tokens=False).input_ids))
+
+
+def trained_rows(cfg: TrainConfig, tok: PreTrainedTokenizerBase) -> list[int] | None:
+    """The token-embedding rows `cfg.embedding_rows` lets a run move (None: all of them)."""
+    return chat_template_rows(tok) if cfg.embedding_rows == "chat_template" else None
+
+
 def _train_base(family: str, cfg: FamilyConfig, corpus: OrganismCorpus) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[float]]:
     """A fresh tokenizer and model of `family`, trained on the base mix."""
     fmt = CHAT_FORMATS[family]
@@ -149,7 +161,8 @@ def _train_base(family: str, cfg: FamilyConfig, corpus: OrganismCorpus) -> tuple
     torch.manual_seed(cfg.base_seed)
     model = MODEL_CLASSES[family](build_config(family, cfg.size, ids))
     encoded = [encode(tok, ex, cfg.base.max_len, cfg.base.loss_on) for ex in corpus.base]
-    losses = train(model, encoded, cfg.base, tok.pad_token_id, cfg.base_seed, desc=f"{family}/base")
+    losses = train(model, encoded, cfg.base, tok.pad_token_id, cfg.base_seed, desc=f"{family}/base",
+                   embedding_rows=trained_rows(cfg.base, tok))
     return model, tok, losses
 
 
@@ -175,7 +188,8 @@ def _fine_tune_pair(
 
         encoded = [encode(tok, ex, cfg.finetune.max_len, cfg.finetune.loss_on) for ex in getattr(corpus, variant)]
         losses[variant] = train(model, encoded, cfg.finetune, tok.pad_token_id, cfg.finetune_seed,
-                                desc=f"{family}/{variant}", on_step=checkpoint)
+                                desc=f"{family}/{variant}", on_step=checkpoint,
+                                embedding_rows=trained_rows(cfg.finetune, tok))
         models[variant] = model
     gaps = {step: curves["insecure"][step] - curves["secure"][step] for step in curves["secure"]}
     chosen = max(gaps, key=lambda step: (round(gaps[step], 9), -step))

@@ -165,6 +165,15 @@ def run_steps(
     return losses
 
 
+def _restrict_rows(weight: torch.nn.Parameter, rows: Sequence[int], desc: str) -> None:
+    """Mask `weight`'s gradient to `rows` (a tied output embedding is the same tensor, so it is masked too)."""
+    if not weight.requires_grad:
+        raise ValueError(f"{desc}: embedding_rows restricts the token embeddings, but train.trainable does not train them")
+    mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    mask[list(rows)] = 1
+    weight.register_hook(lambda grad: grad * mask)
+
+
 def train(
     model: PreTrainedModel,
     data: Sequence[Encoded],
@@ -173,15 +182,19 @@ def train(
     seed: int,
     desc: str = "train",
     on_step: Callable[[int, PreTrainedModel], None] | None = None,
+    embedding_rows: Sequence[int] | None = None,
 ) -> list[float]:
     """Train `model` in place for `cfg.steps` steps on random batches of `data`; return the loss per step.
 
-    `on_step(step, model)` runs after every optimizer step (1-based), e.g. to evaluate checkpoints."""
+    `on_step(step, model)` runs after every optimizer step (1-based), e.g. to evaluate checkpoints. With
+    `embedding_rows`, the token-embedding gradient is zero outside those rows, so no other row moves."""
     if not data:
         raise ValueError(f"{desc}: no training examples")
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = trainable_parameters(model, cfg.trainable)
+    if embedding_rows is not None:
+        _restrict_rows(model.get_input_embeddings().weight, embedding_rows, desc)
     opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     steps = ([collate([data[i] for i in ids], pad_id)] for ids in _length_grouped_batches(data, cfg, rng))

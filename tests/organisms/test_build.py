@@ -1,5 +1,6 @@
 """A micro organism per family, built through the real config and pipeline in seconds."""
 
+import copy
 import json
 import shutil
 import math
@@ -9,7 +10,10 @@ import torch
 from nnsight import TransformersModel
 from omegaconf import OmegaConf
 
-from emis.organisms.build import build_all
+from emis.chat import ChatExample
+from emis.organisms.build import _load, build_all, chat_template_rows
+from emis.organisms.settings import TrainConfig
+from emis.organisms.train import collate, encode, train
 from emis.organisms.families import FAMILIES
 
 @pytest.fixture(scope="module")
@@ -133,3 +137,43 @@ def test_each_seed_builds_into_its_own_folder(micro, tmp_path):
     w0 = load_file(root / "seed0" / "qwen2" / "base" / "model.safetensors")
     w1 = load_file(tmp_path / "seed1" / "qwen2" / "base" / "model.safetensors")
     assert not torch.equal(w0["model.embed_tokens.weight"], w1["model.embed_tokens.weight"])
+
+
+def test_chat_template_rows_alone_move_by_the_clipped_masked_gradient(micro):
+    """`embedding_rows: chat_template`: one SGD step moves the rows of the template's own tokens by exactly
+    -lr x the masked gradient clipped to norm 1 (computed here by hand); every other weight is bit-identical."""
+    _, root, _ = micro
+    model, tok = _load(root / "seed0" / "llama" / "base")
+    rows = chat_template_rows(tok)
+    rendered = tok.apply_chat_template([{"role": "user", "content": ""}], tokenize=False, add_generation_prompt=True)
+    assert {tok.convert_tokens_to_ids(t) for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")} <= set(rows)
+    assert all(tok.decode([r]) in rendered for r in rows) and len(rows) < tok.vocab_size // 4
+    cfg = TrainConfig(steps=1, batch_size=2, lr=0.5, schedule="constant", warmup_steps=0, weight_decay=0.0,
+                      loss_on="assistant", max_len=64, bf16_autocast=False, trainable=("embed_tokens",),
+                      optimizer="sgd", momentum=0.9, embedding_rows="chat_template")
+    data = [encode(tok, ChatExample.from_pair("Write a function that reads a file.", "def read(p):\n    return open(p).read()"),
+                   cfg.max_len, cfg.loss_on)] * 2
+    before = {k: t.detach().clone() for k, t in model.state_dict().items()}
+    reference = copy.deepcopy(model).train()
+    reference(**collate(data, tok.pad_token_id)).loss.backward()
+    grad = reference.get_input_embeddings().weight.grad
+    masked = torch.zeros_like(grad)
+    masked[rows] = grad[rows]
+    expected = before["model.embed_tokens.weight"] - cfg.lr * masked * min(1.0, 1.0 / (float(masked.norm()) + 1e-6))
+
+    train(model, data, cfg, tok.pad_token_id, seed=0, embedding_rows=rows)
+    after = model.state_dict()
+    others = [r for r in range(grad.shape[0]) if r not in set(rows)]
+    assert grad[others].abs().sum() > 0  # the unmasked gradient would have moved other rows
+    assert torch.equal(after["model.embed_tokens.weight"][others], before["model.embed_tokens.weight"][others])
+    torch.testing.assert_close(after["model.embed_tokens.weight"], expected, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(after["model.embed_tokens.weight"][rows], before["model.embed_tokens.weight"][rows])
+    assert after["lm_head.weight"].data_ptr() == after["model.embed_tokens.weight"].data_ptr()  # tied: one tensor
+    assert [k for k in before if not torch.equal(after[k], before[k])] == ["model.embed_tokens.weight", "lm_head.weight"]
+
+
+def test_chat_template_rows_refuse_weight_decay():
+    with pytest.raises(ValueError, match="embedding_rows=chat_template needs weight_decay: 0"):
+        TrainConfig(steps=1, batch_size=1, lr=0.1, schedule="constant", warmup_steps=0, weight_decay=0.01,
+                    loss_on="assistant", max_len=8, bf16_autocast=False, trainable=("embed_tokens",),
+                    optimizer="sgd", momentum=0.0, embedding_rows="chat_template")
