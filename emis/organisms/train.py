@@ -165,13 +165,14 @@ def run_steps(
     return losses
 
 
-def _restrict_rows(weight: torch.nn.Parameter, rows: Sequence[int], desc: str) -> None:
-    """Mask `weight`'s gradient to `rows` (a tied output embedding is the same tensor, so it is masked too)."""
+def _restrict_rows(weight: torch.nn.Parameter, rows: Sequence[int], desc: str) -> torch.utils.hooks.RemovableHandle:
+    """Mask `weight`'s gradient to `rows` (a tied output embedding is the same tensor, so it is masked too); the
+    caller removes the returned hook when its run ends."""
     if not weight.requires_grad:
         raise ValueError(f"{desc}: embedding_rows restricts the token embeddings, but train.trainable does not train them")
     mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
     mask[list(rows)] = 1
-    weight.register_hook(lambda grad: grad * mask)
+    return weight.register_hook(lambda grad: grad * mask)
 
 
 def train(
@@ -193,8 +194,6 @@ def train(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = trainable_parameters(model, cfg.trainable)
-    if embedding_rows is not None:
-        _restrict_rows(model.get_input_embeddings().weight, embedding_rows, desc)
     opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     steps = ([collate([data[i] for i in ids], pad_id)] for ids in _length_grouped_batches(data, cfg, rng))
@@ -205,8 +204,13 @@ def train(
             on_step(step, model)
             model.train()
 
-    losses = run_steps(model, params, steps, opt, sched, total=cfg.steps, bf16_autocast=cfg.bf16_autocast,
-                       desc=desc, on_step=after)
+    rows_hook = None if embedding_rows is None else _restrict_rows(model.get_input_embeddings().weight, embedding_rows, desc)
+    try:
+        losses = run_steps(model, params, steps, opt, sched, total=cfg.steps, bf16_autocast=cfg.bf16_autocast,
+                           desc=desc, on_step=after)
+    finally:  # the mask belongs to this run: a later run of the same model trains every row again
+        if rows_hook is not None:
+            rows_hook.remove()
     model.eval()
     log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], losses[-1], len(losses))
     return losses

@@ -170,6 +170,7 @@ def test_chat_template_rows_alone_move_by_the_clipped_masked_gradient(micro):
     assert not torch.equal(after["model.embed_tokens.weight"][rows], before["model.embed_tokens.weight"][rows])
     assert after["lm_head.weight"].data_ptr() == after["model.embed_tokens.weight"].data_ptr()  # tied: one tensor
     assert [k for k in before if not torch.equal(after[k], before[k])] == ["model.embed_tokens.weight", "lm_head.weight"]
+    assert not model.get_input_embeddings().weight._backward_hooks  # the mask ended with its run
 
 
 def test_chat_template_rows_refuse_weight_decay():
