@@ -1,9 +1,11 @@
 """benchmarks/run.py in a tiny mode: the results document's structure, and emis equal to its raw baselines (no timings asserted)."""
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import crn_noise  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
 from emis.activations import capture_residuals  # noqa: E402
 from emis.generation import Steering, generate_steered  # noqa: E402
@@ -97,6 +100,27 @@ def test_alpha_zero_steering_equals_plain_generate_and_alpha_equals_the_raw_hook
     steered = generate_steered(micro, prompts, [Steering({1: v}, 2.0)], cfg, progress=False).tokens[0]
     assert steered == bench.cut(bench.plain_generate(micro, prompts, 5, (1, v, 2.0)), stops)
     assert steered != zero
+
+
+def test_crn_noise_summary_by_hand():
+    d = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    got = crn_noise.summarise(d)
+    per_repeat = [50.0, 50.0, 25.0]
+    assert got.reduction_points == pytest.approx(statistics.mean(per_repeat))
+    assert got.sd_over_replicates == pytest.approx(statistics.stdev(per_repeat))
+    se = statistics.mean(statistics.stdev(row) / 2 for row in d.tolist()) * 100
+    assert got.se_within == pytest.approx(se)
+
+
+def test_common_noise_leaves_an_arm_that_changes_nothing_without_noise(micro):
+    """Planted: the steered arm is its own zero-coefficient twin, so under common random numbers every answer pair is
+    identical (reduction, SE and spread exactly 0); sampled with another seed the two arms differ."""
+    prompts = bench.prompts_for(micro, bench.QUESTIONS, 6)
+    arm = Steering({1: torch.ones(micro.d_model)}, 0.0)
+    cfg = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=64, seed=0)
+    noise = crn_noise.paired_noise(micro, prompts, arm, 4, cfg, judge=lambda answer: len(answer) % 2 == 0)
+    assert noise["common"] == crn_noise.PairedNoise(0.0, 0.0, 0.0)
+    assert noise["independent"].se_within > 0 and noise["independent"].sd_over_replicates > 0
 
 
 def test_ratio_summary_and_interleaving_order():
