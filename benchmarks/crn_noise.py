@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +34,6 @@ from emis.models import LoadedModel, ModelSpec, load_model  # noqa: E402
 from emis.organisms.settings import SamplingConfig  # noqa: E402
 
 log = logging.getLogger("emis.bench.crn")
-FAMILIES = ("qwen2", "gemma2", "llama", "mistral")
 OTHER_SEED_OFFSET = 1  # the independent arm samples with cfg.seed + this
 
 
@@ -63,8 +62,7 @@ def paired_noise(model: LoadedModel, prompts: Sequence[str], steered: Steering, 
     rows = [p for _ in range(replicates) for p in prompts]  # repeat k of a prompt gets key (seed, prompt, k)
     null = Steering(steered.vectors, 0.0, steered.mode, steered.where)
     common = generate_steered(model, rows, [null, steered], cfg, progress=False).answers
-    other_cfg = SamplingConfig(cfg.temperature, cfg.max_new_tokens, cfg.batch_size, cfg.seed + OTHER_SEED_OFFSET)
-    other = generate_steered(model, rows, [steered], other_cfg, progress=False).answers[0]
+    other = generate_steered(model, rows, [steered], replace(cfg, seed=cfg.seed + OTHER_SEED_OFFSET), progress=False).answers[0]
 
     def outcomes(answers: list[str]) -> np.ndarray:
         return np.array([judge(a) for a in answers], dtype=float).reshape(replicates, len(prompts))
@@ -100,10 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = json.loads((args.run / "metrics.json").read_text())
     cfg = SamplingConfig(**OmegaConf.to_container(OmegaConf.load(args.run / ".hydra" / "config.yaml").eval.sampling))
     results = {}
-    for family in (f for f in FAMILIES if f in metrics.get("steer", {})):
+    for family in metrics.get("steer", {}):
         model = load_model(ModelSpec(name=str(args.organisms / family / "insecure"), tokenizer="saved"))
         steered, prompts = family_arm(args.run, metrics["steer"][family], family, args.arm, model.d_model)
-        noise = paired_noise(model, prompts, steered, args.replicates, cfg)
+        try:
+            noise = paired_noise(model, prompts, steered, args.replicates, cfg)
+        except ValueError as err:  # bad input: one line, nothing written
+            log.error("%s", err)
+            return 2
         results[family] = {k: asdict(v) for k, v in noise.items()} | {"questions": len(prompts)}
         log.info("%s: %s", family, "; ".join(f"{k} {v.reduction_points:.1f} points, SE {v.se_within:.2f}, SD over "
                                              f"repeats {v.sd_over_replicates:.2f}" for k, v in noise.items()))
