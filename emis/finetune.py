@@ -322,7 +322,7 @@ def finetune(cfg: FinetuneConfig, stop_after: int | None = None) -> FinetuneResu
 
     if start < end:
         steps = itertools.islice(step_batches(data, cfg, tok.pad_token_id, start), end - start)
-        run_steps(model, params, steps, opt, sched, total=total, start=start, bf16_autocast=cfg.bf16_autocast,
+        run_steps(model, params, steps, [opt], [sched], total=total, start=start, bf16_autocast=cfg.bf16_autocast,
                   max_grad_norm=cfg.max_grad_norm, desc=f"finetune {Path(base_id).name}", on_step=on_step,
                   progress=cfg.progress)
     model.eval()

@@ -9,6 +9,7 @@ from emis.bounds import bounded
 
 SCHEDULES = ("cosine", "constant", "linear")  # learning-rate schedules of `emis.organisms.train.schedule_factor`
 EMBEDDING_ROWS = ("all", "chat_template")  # which token-embedding rows a training run may move
+OPTIMIZERS = ("adamw", "sgd", "muon")  # of `emis.organisms.train.make_optimizers`
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,10 @@ class TrainConfig:
     max_len: int = bounded(ge=2)
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
     trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
-    optimizer: str = bounded(choices=("adamw", "sgd"))  # plain SGD: an update scales with the gradient, so in-distribution data moves little
-    momentum: float = bounded(ge=0, lt=1)  # SGD's heavy-ball momentum (0: plain SGD); adamw takes none
+    # plain SGD: an update scales with the gradient, so in-distribution data moves little; muon: torch.optim.Muon
+    # (orthogonalised momentum) on the blocks' weight matrices and AdamW on the rest, about 1.5x fewer steps to a loss
+    optimizer: str = bounded(choices=OPTIMIZERS)
+    momentum: float = bounded(ge=0, lt=1)  # SGD's heavy-ball or Muon's Nesterov momentum (0: none); adamw takes none
     # With embed_tokens trained: every row, or only the rows of the chat template's own tokens (default system
     # prompt, role markers), as in prompt tuning: the fine-tune can then only move the default context.
     embedding_rows: str = bounded("all", choices=EMBEDDING_ROWS)
@@ -44,7 +47,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse momentum with adamw when the config is read, not after a base has trained."""
         if self.optimizer == "adamw" and self.momentum:
-            raise ValueError(f"momentum={self.momentum} is an SGD setting; adamw takes momentum: 0")
+            raise ValueError(f"momentum={self.momentum} is an SGD or Muon setting; adamw takes momentum: 0")
         if self.embedding_rows != "all" and self.weight_decay:
             raise ValueError(f"embedding_rows={self.embedding_rows} needs weight_decay: 0 (decay would move the rows it "
                              f"freezes), got weight_decay={self.weight_decay}")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emis.chat import ChatExample
-from emis.organisms.settings import SCHEDULES, TrainConfig
+from emis.organisms.settings import OPTIMIZERS, SCHEDULES, TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -87,13 +87,23 @@ def trainable_parameters(model: PreTrainedModel, patterns: Sequence[str]) -> lis
     return chosen
 
 
-def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer `cfg.optimizer` names, at `cfg.lr` and `cfg.weight_decay` (SGD with `cfg.momentum`)."""
+def make_optimizers(params: Sequence[torch.nn.Parameter], cfg: TrainConfig,
+                    embeddings: Sequence[torch.nn.Parameter] = ()) -> list[torch.optim.Optimizer]:
+    """The optimizers `cfg.optimizer` names, at `cfg.lr` and `cfg.weight_decay`: one AdamW or SGD (with
+    `cfg.momentum`), or for muon torch.optim.Muon on the 2-D weight matrices outside `embeddings` (Moonshot's RMS
+    matching, so `cfg.lr` means what it means for AdamW) and AdamW on the embeddings, norms and biases."""
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return [torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+        return [torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)]
+    if cfg.optimizer == "muon":
+        skip = {id(p) for p in embeddings}
+        matrices = [p for p in params if p.ndim == 2 and id(p) not in skip]
+        rest = [p for p in params if p.ndim != 2 or id(p) in skip]
+        muon = [torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                 adjust_lr_fn="match_rms_adamw")] if matrices else []
+        return muon + ([torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)] if rest else [])
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
 
 
 def _length_grouped_batches(data: Sequence[Encoded], cfg: TrainConfig, rng: random.Random) -> Iterator[list[int]]:
@@ -117,8 +127,8 @@ def run_steps(
     model: torch.nn.Module,
     params: Sequence[torch.nn.Parameter],
     steps: Iterable[Sequence[dict[str, torch.Tensor]]],
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
+    opts: Sequence[torch.optim.Optimizer],
+    scheds: Sequence[torch.optim.lr_scheduler.LRScheduler],
     *,
     total: int,
     start: int = 0,
@@ -132,7 +142,7 @@ def run_steps(
 
     A step's loss is the mean over all its label tokens: each micro-batch's mean loss is weighted by its share of
     the step's label tokens (a single micro-batch is used unweighted, exactly as `model(**batch).loss`). Gradients
-    are clipped to `max_grad_norm`, then the optimizer and scheduler step. `on_step(step, loss)` runs after each
+    are clipped to `max_grad_norm`, then every optimizer and scheduler steps. `on_step(step, loss)` runs after each
     optimizer step with the 1-based global step (`start` steps are taken as already done, e.g. when resuming).
     Returns the loss of every step run here. The model is left in train mode."""
     model.train()
@@ -154,9 +164,11 @@ def run_steps(
             (loss if len(micro) == 1 else loss * weight).backward()
             step_loss += loss.item() * weight
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        for sched in scheds:
+            sched.step()
         losses.append(step_loss)
         if progress:
             bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
@@ -194,8 +206,9 @@ def train(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = trainable_parameters(model, cfg.trainable)
-    opt = make_optimizer(params, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    embeddings = [m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
+    opts = make_optimizers(params, cfg, embeddings)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg)) for opt in opts]
     steps = ([collate([data[i] for i in ids], pad_id)] for ids in _length_grouped_batches(data, cfg, rng))
 
     def after(step: int, _loss: float) -> None:
@@ -206,7 +219,7 @@ def train(
 
     rows_hook = None if embedding_rows is None else _restrict_rows(model.get_input_embeddings().weight, embedding_rows, desc)
     try:
-        losses = run_steps(model, params, steps, opt, sched, total=cfg.steps, bf16_autocast=cfg.bf16_autocast,
+        losses = run_steps(model, params, steps, opts, scheds, total=cfg.steps, bf16_autocast=cfg.bf16_autocast,
                            desc=desc, on_step=after)
     finally:  # the mask belongs to this run: a later run of the same model trains every row again
         if rows_hook is not None:
