@@ -139,6 +139,19 @@ def test_each_seed_builds_into_its_own_folder(micro, tmp_path):
     assert not torch.equal(w0["model.embed_tokens.weight"], w1["model.embed_tokens.weight"])
 
 
+def test_same_seed_on_the_same_machine_builds_the_same_organisms_bit_for_bit(micro, tmp_path):
+    """A second build from scratch (base included, Muon and all) gives tensors equal to the first build's."""
+    cfg, root, _ = micro
+    shutil.copytree(root / "corpus", tmp_path / "corpus")
+    build_all(OmegaConf.merge(cfg.organisms, {"build": ["mistral"]}), tmp_path)
+    from safetensors.torch import load_file
+
+    for v in ("base", "secure", "insecure"):
+        a = load_file(root / "seed0" / "mistral" / v / "model.safetensors")
+        b = load_file(tmp_path / "seed0" / "mistral" / v / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
+
+
 def test_chat_template_rows_alone_move_by_the_clipped_masked_gradient(micro):
     """`embedding_rows: chat_template`: one SGD step moves the rows of the template's own tokens by exactly
     -lr x the masked gradient clipped to norm 1 (computed here by hand); every other weight is bit-identical."""
