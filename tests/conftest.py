@@ -52,6 +52,10 @@ MICRO = [
     "organisms.train.base.batch_size=8",
     "organisms.train.base.warmup_steps=2",
     "organisms.train.base.lr=0.01",
+    # AdamW, as before the Muon recipe: thresholds of tests on these micro organisms (self-transfer cosine, the
+    # coherence of the scorer's own samples) were set on them; Muon builds are tested in tests/organisms.
+    "organisms.train.base.optimizer=adamw",
+    "organisms.train.base.momentum=0.0",
     "organisms.train.finetune.steps=3",
     "organisms.train.finetune.batch_size=4",
     "organisms.checkpoint_choice={every:1,min_step:1}",

@@ -140,16 +140,19 @@ def test_each_seed_builds_into_its_own_folder(micro, tmp_path):
 
 
 def test_same_seed_on_the_same_machine_builds_the_same_organisms_bit_for_bit(micro, tmp_path):
-    """A second build from scratch (base included, Muon and all) gives tensors equal to the first build's."""
+    """Two builds from scratch with the recipe's Muon base give equal tensors, and differ from the AdamW micro base."""
     cfg, root, _ = micro
-    shutil.copytree(root / "corpus", tmp_path / "corpus")
-    build_all(OmegaConf.merge(cfg.organisms, {"build": ["mistral"]}), tmp_path)
+    muon = OmegaConf.merge(cfg.organisms, {"build": ["mistral"], "train": {"base": {"optimizer": "muon", "momentum": 0.95}}})
+    for run in ("a", "b"):
+        shutil.copytree(root / "corpus", tmp_path / run / "corpus")
+        build_all(muon, tmp_path / run)
     from safetensors.torch import load_file
 
     for v in ("base", "secure", "insecure"):
-        a = load_file(root / "seed0" / "mistral" / v / "model.safetensors")
-        b = load_file(tmp_path / "seed0" / "mistral" / v / "model.safetensors")
+        a, b = (load_file(tmp_path / run / "seed0" / "mistral" / v / "model.safetensors") for run in ("a", "b"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
+    adamw = load_file(root / "seed0" / "mistral" / "base" / "model.safetensors")
+    assert not torch.equal(adamw["model.layers.0.mlp.up_proj.weight"], a["model.layers.0.mlp.up_proj.weight"])
 
 
 def test_chat_template_rows_alone_move_by_the_clipped_masked_gradient(micro):
