@@ -46,16 +46,21 @@ def test_answer_surprise_equals_a_plain_forward_by_hand(micro):
 
 
 def test_the_scorers_own_samples_score_one_and_planted_garbage_scores_low(micro_organisms, tmp_path):
-    """At temperature 1 a model's own answers have excess surprise 0 in expectation; a random direction written at
-    20x the residual norm makes answers the unsteered model finds far more surprising than it expects."""
+    """At temperature 1 a model's own answers have excess surprise 0 in expectation (checked within 4 standard errors,
+    with enough answers for that to be sharp: 12 per question); a random direction written at 20x the residual norm
+    makes answers the unsteered model finds far more surprising than it expects."""
     _, root, _ = micro_organisms
     model = load_model(model_spec(compose_on_micro("steer", root, tmp_path, ["model=organism-qwen2"]).model, "aligned"))
-    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, batch_size=64, seed=0)
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS for _ in range(12)]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=24, batch_size=240, seed=0)
     garbage = torch.nn.functional.normalize(torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)), dim=0)
     out = generate_steered(model, prompts, [Steering({0: garbage}, 0.0), Steering({0: garbage * 20 * _residual_norm(model, prompts)}, 1.0)],
                            sampling, progress=False)
-    own, bad = (offline_coherence(answer_surprise(model, prompts, t), [repetition(x) for x in t]) for t in out.tokens)
+    surprise = [np.asarray(answer_surprise(model, prompts, t)) for t in out.tokens]
+    own, bad = (offline_coherence(s, [repetition(x) for x in t]) for s, t in zip(surprise, out.tokens))
+    scored = surprise[0][np.isfinite(surprise[0])]
+    se = scored.std(ddof=1) / np.sqrt(len(scored))
+    assert se < 0.03 and abs(scored.mean()) < 4 * se
     assert own == pytest.approx(1.0, abs=0.05)
     assert bad <= 0.5
 
