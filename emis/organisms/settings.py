@@ -37,7 +37,7 @@ class TrainConfig:
     bf16_autocast: bool  # mixed precision on CPU/GPU; weights and optimizer state stay float32
     trainable: tuple[str, ...]  # parameter-name substrings to train (e.g. "layers.0."); empty: all
     # plain SGD: an update scales with the gradient, so in-distribution data moves little; muon: torch.optim.Muon
-    # (orthogonalised momentum) on the blocks' weight matrices and AdamW on the rest, about 1.5x fewer steps to a loss
+    # (orthogonalised momentum) on the blocks' weight matrices and AdamW on the rest (why: conf/organisms/default.yaml)
     optimizer: str = bounded(choices=OPTIMIZERS)
     momentum: float = bounded(ge=0, lt=1)  # SGD's heavy-ball or Muon's Nesterov momentum (0: none); adamw takes none
     # With embed_tokens trained: every row, or only the rows of the chat template's own tokens (default system

@@ -151,8 +151,9 @@ def test_same_seed_on_the_same_machine_builds_the_same_organisms_bit_for_bit(mic
     for v in ("base", "secure", "insecure"):
         a, b = (load_file(tmp_path / run / "seed0" / "mistral" / v / "model.safetensors") for run in ("a", "b"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
-    adamw = load_file(root / "seed0" / "mistral" / "base" / "model.safetensors")
-    assert not torch.equal(adamw["model.layers.0.mlp.up_proj.weight"], a["model.layers.0.mlp.up_proj.weight"])
+    key = "model.layers.0.mlp.up_proj.weight"
+    muon_base = load_file(tmp_path / "a" / "seed0" / "mistral" / "base" / "model.safetensors")
+    assert not torch.equal(load_file(root / "seed0" / "mistral" / "base" / "model.safetensors")[key], muon_base[key])
 
 
 def test_chat_template_rows_alone_move_by_the_clipped_masked_gradient(micro):
