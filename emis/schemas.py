@@ -144,6 +144,14 @@ class OrganismsConfig:
 
 
 @dataclass(frozen=True)
+class ReplicateConfig:
+    """`replicate` (experiment/replicate.yaml): the study end to end."""
+
+    build_organisms: bool
+    workers: int = bounded(ge=1, integer=True)
+
+
+@dataclass(frozen=True)
 class ModelRoleConfig:
     """One role of a model pair: the checkpoint, an optional adapter, their revisions, and any shared setting of the
     pair it overrides (unset: the pair's)."""
@@ -186,7 +194,7 @@ SCHEMAS = {"separation": SeparationConfig, "selection": SelectionConfig, "contro
            "steer": SteerConfig, "transfer": TransferConfig, "capture": CaptureConfig, "probe": ProbeConfig}
 # ... and bound-checked with the others, whose dataclasses hold code defaults or unions composition cannot type.
 CHECKED = {**SCHEMAS, "monitor": MonitorStageConfig, "finetune": FinetuneConfig, "judge": JudgeGroupConfig,
-           "organisms": OrganismsConfig, "model": ModelPairConfig}
+           "organisms": OrganismsConfig, "model": ModelPairConfig, "replicate": ReplicateConfig}
 
 
 def register_schemas() -> None:

@@ -164,6 +164,7 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range_values(name)
     ("transfer", ["transfer.map.fit_on=[nobody]"], "transfer.map.fit_on must be one of base, misaligned, aligned"),
     ("probe", ["probe.contrast=sideways"], "probe.contrast must be one of models, responses"),
     ("replicate", ["controls.match.tolerance=0"], "controls.match.tolerance must be > 0, got 0"),
+    ("replicate", ["replicate.workers=0"], "replicate.workers must be >= 1, got 0"),
     ("steer", ["judge=openai-compatible", "judge.timeout_seconds=0"], "judge.timeout_seconds must be > 0, got 0"),
     ("steer", ["model.remote=maybe"], "model.remote must be one of False, True, local, got 'maybe'"),
     ("steer", ["judge=openai-compatible", "judge.score_method=guess"], "judge.score_method must be one of auto, logprobs, parsed"),

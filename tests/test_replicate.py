@@ -41,6 +41,20 @@ def test_every_stage_reported(replicated):
     json.dumps(metrics)
 
 
+def test_the_numbers_do_not_depend_on_how_many_workers_ran_the_models(replicated, micro_organisms, tmp_path):
+    """The fixture's models ran in two worker processes (the default); one after the other in this process, with cold
+    caches, they give the same numbers."""
+    metrics, _ = replicated
+    _, root, _ = micro_organisms
+    overrides = [*micro_replicate_overrides(root, tmp_path / "outputs"), "replicate.workers=1"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("replicate", overrides=overrides)
+    assert cfg.replicate.workers == 1
+    serial = run_replicate(cfg, tmp_path)
+    for stage in ("probe", "steer", "transfer"):
+        assert _numbers(serial[stage]) == _numbers(metrics[stage]), stage
+
+
 def test_scores_are_means_over_pairs(replicated):
     t = replicated[0]["transfer"]
     for name in t["models"]:

@@ -25,16 +25,24 @@ from emis.models import LoadedModel, traced_batches
 @dataclass(frozen=True)
 class _ScoreBatch:
     inputs: dict
-    answer: torch.Tensor  # [B, T] bool: the answer's token positions
+    answer: torch.Tensor  # [B, T] bool: the answer's token positions (each row's last ones: left padding)
+
+    @property
+    def width(self) -> int:
+        """The longest answer: only the last `width` positions (and the logits just before them) are scored."""
+        return int(self.answer.sum(1).max())
 
 
 def _excess_surprise(model: LoadedModel, batch: _ScoreBatch) -> torch.Tensor:
-    """[B] mean excess surprise over each row's answer tokens, computed where the model runs (only this comes back)."""
+    """[B] mean excess surprise over each row's answer tokens, computed where the model runs (only this comes back).
+    The float64 softmax runs on the answer window alone (the logits of the prompt's positions go unused): it was
+    about two fifths of a steering sweep's scoring time on the organisms (qwen2 seed 0, profiled)."""
+    n = batch.width
     with torch.no_grad(), model.lm.trace(batch.inputs):
-        logp = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1)
+        logp = torch.log_softmax(model.lm.output.logits[:, -(n + 1) : -1].double(), dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
-        ids = batch.inputs["input_ids"][:, 1:, None].to(logp.device)
-        m = batch.answer[:, 1:].to(logp.device).double()
+        ids = batch.inputs["input_ids"][:, -n:, None].to(logp.device)
+        m = batch.answer[:, -n:].to(logp.device).double()
         out = (((-logp.gather(-1, ids)[..., 0] - entropy) * m).sum(1) / m.sum(1)).cpu().save()
     return out
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import json
 import logging
-import multiprocessing
-import os
 import platform
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +15,6 @@ from typing import Any
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from emis.organisms.settings import CheckpointChoice
@@ -34,6 +26,7 @@ from emis.organisms.families import CHAT_FORMATS, MODEL_CLASSES, ArchSize, build
 from emis.organisms.sample import SamplingConfig, sample_answers
 from emis.organisms.tokenizer import train_tokenizer
 from emis.organisms.train import TrainConfig, encode, train
+from emis.workers import run_jobs
 
 log = logging.getLogger(__name__)
 VARIANTS = ("base", "secure", "insecure")
@@ -45,8 +38,6 @@ BASE_CODE = ("emis.organisms.build", "emis.organisms.settings", "emis.organisms.
              "emis.organisms.tokenizer", "emis.chat")
 FINETUNE_CODE = (*BASE_CODE, "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
 EVAL_CODE = ("emis.organisms.build", "emis.organisms.settings", "emis.organisms.sample", "emis.crn", "emis.judges.spillover")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -327,32 +318,6 @@ def eval_sets(cfg: DictConfig, corpus: OrganismCorpus) -> EvalSets:
                     corpus.validation_questions)
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit this process as soon as its parent `parent` is gone (it has then been re-parented)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_S)
-    os._exit(1)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: a worker dies with the build process, so a `kill -9` of it leaves no worker training.
-
-    Linux: PR_SET_PDEATHSIG (SIGKILL once the thread that started the worker ends); everywhere, and for a parent
-    killed before this ran or a worker started by a thread that since ended: a thread polling the parent's pid."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
-
-
-def _build_in_worker(threads: int, *args: Any) -> dict[str, Any]:
-    """Run `build_family` in a worker process limited to `threads` torch threads."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(processName)s][%(levelname)s] - %(message)s")
-    torch.set_num_threads(threads)
-    return build_family(*args)
-
-
 def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
     """Build every family listed in `cfg.build` under `seed_root(cfg, root)`; metrics keyed by family.
 
@@ -367,11 +332,4 @@ def build_all(cfg: DictConfig, root: Path) -> dict[str, Any]:
     sets = eval_sets(cfg, corpus)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.eval.sampling, resolve=True))
     jobs = {f: (f, family_config(cfg, f), corpus, digest, seed_root(cfg, root), sets, sampling) for f in cfg.build}
-    workers = min(int(cfg.workers), len(jobs))
-    if workers <= 1:
-        return {f: build_family(*job) for f, job in tqdm(jobs.items(), desc="organisms")}
-    threads = max(1, torch.get_num_threads() // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {f: pool.submit(_build_in_worker, threads, *job) for f, job in jobs.items()}
-        return {f: fut.result() for f, fut in futures.items()}
+    return run_jobs(build_family, jobs, int(cfg.workers), "organisms")

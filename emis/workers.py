@@ -1,0 +1,62 @@
+"""Independent jobs in parallel worker processes that share the machine's cores (the organism build's families,
+the replication's models): small models use one core far better than two, so one job per core cuts wall time."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+LOG_FORMAT = "[%(asctime)s][%(processName)s][%(levelname)s] - %(message)s"
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit this process as soon as its parent `parent` is gone (it has then been re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker dies with the process that started it, so a `kill -9` of it leaves no worker running.
+
+    Linux: PR_SET_PDEATHSIG (SIGKILL once the thread that started the worker ends); everywhere, and for a parent
+    killed before this ran or a worker started by a thread that since ended: a thread polling the parent's pid."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _in_worker(threads: int, run: Callable[..., Any], *args: Any) -> Any:
+    """`run(*args)` in a worker process limited to `threads` torch threads, logging as the parent does."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    torch.set_num_threads(threads)
+    return run(*args)
+
+
+def run_jobs(run: Callable[..., Any], jobs: Mapping[str, Sequence[Any]], workers: int, desc: str) -> dict[str, Any]:
+    """`run(*job)` for every job, keyed as `jobs`: in this process one after the other when `workers` <= 1, else in
+    `workers` spawned processes that split this process's torch threads and die with it. `run` and the jobs' arguments
+    must pickle (a module-level function; configs resolved)."""
+    workers = min(int(workers), len(jobs))
+    if workers <= 1:
+        return {name: run(*job) for name, job in tqdm(jobs.items(), desc=desc)}
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {name: pool.submit(_in_worker, threads, run, *job) for name, job in jobs.items()}
+        return {name: fut.result() for name, fut in futures.items()}
