@@ -65,8 +65,8 @@ def run_jobs(run: Callable[..., Any], jobs: Mapping[str, Sequence[Any]], workers
     workers = min(int(workers), len(jobs))
     if workers <= 1:
         return {name: run(*job) for name, job in tqdm(jobs.items(), desc=desc)}
-    threads = max(1, torch.get_num_threads() // workers)
+    threads, log_files = max(1, torch.get_num_threads() // workers), _log_files()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = {name: pool.submit(_in_worker, threads, _log_files(), run, *job) for name, job in jobs.items()}
+        futures = {name: pool.submit(_in_worker, threads, log_files, run, *job) for name, job in jobs.items()}
         return {name: fut.result() for name, fut in futures.items()}
