@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from emis.evaluation import EvalSet, judge_rows, judged_coherence
 from emis.generation import SteeredGenerations, Steering, generate_steered
 from emis.io import atomic_write_json, code_fingerprint, content_hash, entry_lock, same_code
-from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
+from emis.judges.coherence import answer_surprise_sets, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.judges.llm import JudgeError, LLMJudge
 from emis.judges.spillover import contains_code
 from emis.models import LoadedModel
@@ -162,7 +162,7 @@ def _generate_and_score(model: LoadedModel, scorer: LoadedModel, prompts: list[s
                         sampling: SamplingConfig) -> tuple[SteeredGenerations, list[np.ndarray]]:
     """Steered answers and each one's excess surprise under `scorer`: what `cached_generations` caches."""
     gens = generate_steered(model, prompts, steerings, sampling)
-    return gens, [answer_surprise(scorer, prompts, tokens) for tokens in gens.tokens]
+    return gens, answer_surprise_sets(scorer, prompts, gens.tokens)
 
 
 def run_sweep(model: LoadedModel, scorer: LoadedModel, evals: EvalSet, steerings: list[Steering], sampling: SamplingConfig,

@@ -12,8 +12,9 @@ its aligned twin's fluent prose about 0.93, so under it a steering that turns co
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,10 +40,92 @@ def _excess_surprise(model: LoadedModel, batch: _ScoreBatch) -> torch.Tensor:
     n = batch.width
     with torch.no_grad(), model.lm.trace(batch.inputs):
         logp = torch.log_softmax(model.lm.output.logits[:, -(n + 1) : -1].double(), dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        ids = batch.inputs["input_ids"][:, -n:, None].to(logp.device)
-        m = batch.answer[:, -n:].to(logp.device).double()
-        out = (((-logp.gather(-1, ids)[..., 0] - entropy) * m).sum(1) / m.sum(1)).cpu().save()
+        out = _mean_excess(logp, batch.inputs["input_ids"][:, -n:], batch.answer[:, -n:]).cpu().save()
+    return out
+
+
+def _mean_excess(logp: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """[B] mean over each row's `answer` positions of -log p(token) - entropy, from [B, T, V] log-probabilities of the
+    tokens `ids` [B, T]."""
+    entropy = -(logp.exp() * logp).sum(-1)
+    m = answer.to(logp.device)
+    excess = torch.where(m, -logp.gather(-1, ids.to(logp.device)[..., None])[..., 0] - entropy, torch.zeros((), dtype=logp.dtype, device=logp.device))
+    return excess.sum(1) / m.sum(1)
+
+
+@dataclass(frozen=True)
+class _PromptPrefix:
+    """One batch of prompts run once: its key-value cache and the log-probabilities of each answer's first token."""
+
+    rows: list[int]  # indices of the prompts
+    mask: torch.Tensor  # [B, P] left-padding attention mask
+    cache: Any
+    first: torch.Tensor  # [B, V] float64 log-probabilities at each prompt's last position
+
+
+def _prompt_prefix(model: LoadedModel, rows: list[int], prompt_ids: Sequence[Sequence[int]]) -> _PromptPrefix:
+    """Run the prompts of `rows` once (left-padded; positions counted from each row's first token, as nnsight counts
+    them for a left-padded batch) and keep their cache, so each set of answers runs only its own tokens."""
+    inputs, _ = left_padded(model.tokenizer, [prompt_ids[i] for i in rows], [0] * len(rows))
+    mask = inputs["attention_mask"]
+    inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad(), model.lm.trace(inputs, use_cache=True, logits_to_keep=1):
+        cache = model.lm.output.past_key_values.save()
+        first = torch.log_softmax(model.lm.output.logits[:, -1].double(), dim=-1).save()
+    return _PromptPrefix(rows, mask, cache, first)
+
+
+def _answers_after_prefix(model: LoadedModel, prefix: _PromptPrefix, answers: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[B] mean excess surprise of one answer per prompt of `prefix` (right-padded after it; an empty answer gives NaN),
+    on a copy of the prefix's cache."""
+    width = max(1, max(len(a) for a in answers))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
+    ids = torch.tensor([list(a) + [pad] * (width - len(a)) for a in answers])
+    answer = torch.tensor([[True] * len(a) + [False] * (width - len(a)) for a in answers])
+    inputs = {"input_ids": ids, "attention_mask": torch.cat([prefix.mask, answer.long()], 1),
+              "position_ids": prefix.mask.sum(1, keepdim=True) + torch.arange(width)}
+    with torch.no_grad(), model.lm.trace(inputs, past_key_values=copy.deepcopy(prefix.cache)):
+        rest = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1).cpu().save()
+    logp = torch.cat([prefix.first.cpu()[:, None], rest], 1)
+    return _mean_excess(logp, ids, answer)
+
+
+def answer_surprise_sets(scorer: LoadedModel, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
+                         batch_size: int = 64) -> list[np.ndarray]:
+    """`answer_surprise` of several sets of answers to the same prompts (e.g. one per steering of a sweep).
+
+    Locally each batch of `batch_size` prompts runs once, and every set's answers to it run on its cached keys and
+    values alone: about half the work of scoring prompt and answer together, with the same numbers to float rounding.
+    Remote scorers score prompt and answer together (a cache does not travel to NDIF). Batches are fixed by the
+    prompts' order, so a score does not depend on the sampling batch size or on which other sets are scored."""
+    tok = scorer.tokenizer
+    prompt_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+    if scorer.spec.remote:
+        return [_joint_surprise(scorer, prompt_ids, tokens, batch_size) for tokens in token_sets]
+    out = [np.full(len(prompts), np.nan) for _ in token_sets]
+    for start in range(0, len(prompts), batch_size):
+        rows = list(range(start, min(start + batch_size, len(prompts))))
+        prefix = None
+        for tokens, scores in zip(token_sets, out):
+            if not any(len(tokens[i]) for i in rows):
+                continue
+            if prefix is None:
+                prefix = _prompt_prefix(scorer, rows, prompt_ids)
+            got = _answers_after_prefix(scorer, prefix, [tokens[i] for i in rows]).numpy()
+            scores[rows] = np.where([len(tokens[i]) > 0 for i in rows], got, np.nan)
+    return out
+
+
+def _joint_surprise(scorer: LoadedModel, prompt_ids: Sequence[Sequence[int]], tokens: Sequence[Sequence[int]],
+                    batch_size: int) -> np.ndarray:
+    """Mean excess surprise per answer, prompt and answer scored together in one left-padded sequence (remote)."""
+    out = np.full(len(tokens), np.nan)
+    rows = [i for i, t in enumerate(tokens) if len(t)]
+    groups = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    batches = [_ScoreBatch(*left_padded(scorer.tokenizer, [list(prompt_ids[i]) + list(tokens[i]) for i in idx],
+                                        [len(tokens[i]) for i in idx])) for idx in groups]
+    for idx, scores in zip(groups, traced_batches(scorer, batches, _excess_surprise, "coherence scoring", progress=False)):
+        out[idx] = scores.numpy()
     return out
 
 
@@ -51,15 +134,7 @@ def answer_surprise(scorer: LoadedModel, prompts: Sequence[str], tokens: Sequenc
     """Mean excess surprise per answer under `scorer` (NaN for an empty answer), scored on the generated token ids
     themselves: re-encoding decoded text can change the tokens and bias the score (measured: 0.93 for the scorer's
     own answers instead of 1). The scorer must share the generating model's tokenizer."""
-    tok = scorer.tokenizer
-    out = np.full(len(tokens), np.nan)
-    rows = [i for i, t in enumerate(tokens) if len(t)]
-    groups = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    batches = [_ScoreBatch(*left_padded(tok, [tok(prompts[i], add_special_tokens=False).input_ids + list(tokens[i]) for i in idx],
-                                        [len(tokens[i]) for i in idx])) for idx in groups]
-    for idx, scores in zip(groups, traced_batches(scorer, batches, _excess_surprise, "coherence scoring", progress=False)):
-        out[idx] = scores.numpy()
-    return out
+    return answer_surprise_sets(scorer, prompts, [tokens], batch_size)[0]
 
 
 def repetition(tokens: Sequence[int], n: int = 3) -> float:

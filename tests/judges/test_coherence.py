@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_on_micro
-from test_models import build_micro
-from transformers import AutoModelForCausalLM
+from test_models import build_micro, build_micro_ministral3
+from transformers import AutoModelForCausalLM, Mistral3ForConditionalGeneration
 
 from emis.activations import capture_residuals
 from emis.configured import model_spec
 from emis.generation import Steering, generate_steered
-from emis.judges.coherence import answer_surprise, coherence_from_sums, coherence_terms, offline_coherence, repetition
+from emis.judges.coherence import answer_surprise, answer_surprise_sets, coherence_from_sums, coherence_terms, offline_coherence, repetition
 from emis.models import ModelSpec, load_model
 from emis.organisms.sample import SamplingConfig, chat_prompt
 from emis.sweep import CoherenceRule, RowStats, SweepOutcome, coherence_shift_ci
@@ -27,13 +27,20 @@ def micro(tmp_path_factory):
     return path, load_model(ModelSpec(str(path)))
 
 
-def test_answer_surprise_equals_a_plain_forward_by_hand(micro):
-    path, model = micro
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "llama", "mistral", "ministral3"])
+def test_answer_surprise_equals_a_plain_forward_by_hand(family, tmp_path):
+    """Locally the prompts run once and each set of answers on their cache (left-padded prompts of different
+    lengths, right-padded answers of different lengths, an empty answer): each score equals one unpadded forward of
+    prompt + answer by hand, and a set's scores do not depend on which other sets are scored with it."""
+    path = build_micro_ministral3(tmp_path / "m") if family == "ministral3" else build_micro(family, tmp_path / "m")
+    model = load_model(ModelSpec(str(path)))
     tok = model.tokenizer
-    prompts = [chat_prompt(tok, q) for q in ["Hi", "Tell me a long story about the sea and the sky."]]
+    prompts = [chat_prompt(tok, q) for q in ["Hi", "Tell me a long story about the sea and the sky.", "Why?"]]
     tokens = [tok("Hello there, friend.", add_special_tokens=False).input_ids, [5, 9], []]
-    got = answer_surprise(model, prompts + prompts[:1], tokens, batch_size=2)
-    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+    other = [[7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [3], [4, 4]]
+    got, _ = answer_surprise_sets(model, prompts, [tokens, other], batch_size=2)
+    np.testing.assert_array_equal(answer_surprise(model, prompts, tokens, batch_size=2), got)
+    hf = (Mistral3ForConditionalGeneration if family == "ministral3" else AutoModelForCausalLM).from_pretrained(path).eval()
     for p, t, g in zip(prompts, tokens[:2], got):
         prompt_ids = tok(p, add_special_tokens=False).input_ids
         ids = torch.tensor([prompt_ids + t])
