@@ -49,7 +49,8 @@ def _mean_excess(logp: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) ->
     tokens `ids` [B, T]."""
     entropy = -(logp.exp() * logp).sum(-1)
     m = answer.to(logp.device)
-    excess = torch.where(m, -logp.gather(-1, ids.to(logp.device)[..., None])[..., 0] - entropy, torch.zeros((), dtype=logp.dtype, device=logp.device))
+    surprise = -logp.gather(-1, ids.to(logp.device)[..., None])[..., 0]
+    excess = torch.where(m, surprise - entropy, torch.zeros((), dtype=logp.dtype, device=logp.device))
     return excess.sum(1) / m.sum(1)
 
 
@@ -57,10 +58,9 @@ def _mean_excess(logp: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) ->
 class _PromptPrefix:
     """One batch of prompts run once: its key-value cache and the log-probabilities of each answer's first token."""
 
-    rows: list[int]  # indices of the prompts
     mask: torch.Tensor  # [B, P] left-padding attention mask
     cache: Any
-    first: torch.Tensor  # [B, V] float64 log-probabilities at each prompt's last position
+    first: torch.Tensor  # [B, V] float64 log-probabilities at each prompt's last position (where the model runs)
 
 
 def _prompt_prefix(model: LoadedModel, rows: list[int], prompt_ids: Sequence[Sequence[int]]) -> _PromptPrefix:
@@ -72,7 +72,7 @@ def _prompt_prefix(model: LoadedModel, rows: list[int], prompt_ids: Sequence[Seq
     with torch.no_grad(), model.lm.trace(inputs, use_cache=True, logits_to_keep=1):
         cache = model.lm.output.past_key_values.save()
         first = torch.log_softmax(model.lm.output.logits[:, -1].double(), dim=-1).save()
-    return _PromptPrefix(rows, mask, cache, first)
+    return _PromptPrefix(mask, cache, first)
 
 
 def _answers_after_prefix(model: LoadedModel, prefix: _PromptPrefix, answers: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -85,9 +85,9 @@ def _answers_after_prefix(model: LoadedModel, prefix: _PromptPrefix, answers: Se
     inputs = {"input_ids": ids, "attention_mask": torch.cat([prefix.mask, answer.long()], 1),
               "position_ids": prefix.mask.sum(1, keepdim=True) + torch.arange(width)}
     with torch.no_grad(), model.lm.trace(inputs, past_key_values=copy.deepcopy(prefix.cache)):
-        rest = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1).cpu().save()
-    logp = torch.cat([prefix.first.cpu()[:, None], rest], 1)
-    return _mean_excess(logp, ids, answer)
+        rest = torch.log_softmax(model.lm.output.logits[:, :-1].double(), dim=-1)
+        out = _mean_excess(torch.cat([prefix.first[:, None], rest], 1), ids, answer).cpu().save()
+    return out
 
 
 def answer_surprise_sets(scorer: LoadedModel, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
