@@ -19,7 +19,6 @@ from emis.organisms.settings import OPTIMIZERS, SCHEDULES, TrainConfig
 
 log = logging.getLogger(__name__)
 IGNORE = -100
-GROUP = 8  # batches drawn together and length-sorted
 
 
 @dataclass(frozen=True)
@@ -107,10 +106,11 @@ def make_optimizers(params: Sequence[torch.nn.Parameter], cfg: TrainConfig,
 
 
 def _length_grouped_batches(data: Sequence[Encoded], cfg: TrainConfig, rng: random.Random) -> Iterator[list[int]]:
-    """cfg.steps random batches; each group of GROUP batches is drawn together and split by length to cut padding."""
+    """cfg.steps random batches; each group of cfg.length_group batches is drawn together and split by length to cut
+    padding."""
     made = 0
     while made < cfg.steps:
-        pool = sorted((rng.randrange(len(data)) for _ in range(cfg.batch_size * GROUP)), key=lambda i: len(data[i].ids))
+        pool = sorted((rng.randrange(len(data)) for _ in range(cfg.batch_size * cfg.length_group)), key=lambda i: len(data[i].ids))
         batches = [pool[k : k + cfg.batch_size] for k in range(0, len(pool), cfg.batch_size)]
         rng.shuffle(batches)
         for b in batches[: cfg.steps - made]:
