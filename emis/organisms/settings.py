@@ -43,8 +43,8 @@ class TrainConfig:
     # With embed_tokens trained: every row, or only the rows of the chat template's own tokens (default system
     # prompt, role markers), as in prompt tuning: the fine-tune can then only move the default context.
     embedding_rows: str = bounded("all", choices=EMBEDDING_ROWS)
-    # Batches drawn together and split by length: more cut padding (8: 9% of a base batch's tokens, 32: 2%), fewer
-    # keep a batch's examples apart in length.
+    # Batches drawn together and split by length: more cut padding (8: 9% of a base batch's tokens, 32: 2%); 1 draws
+    # each batch at random, lengths mixed.
     length_group: int = bounded(8, ge=1, integer=True)
 
     def __post_init__(self) -> None:
